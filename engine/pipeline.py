@@ -1,0 +1,174 @@
+"""The ``generate`` job: photo → preprocess → prior → multiview → (recon) → result.json.
+
+One numbered body (DESIGN.md, "Data flow"); every stage lives in its own module and is
+imported lazily so that ``engine`` stays light. The run directory is atomic (``rundir``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import protocol
+from .context import RunContext
+from .errors import BadInput
+from .rundir import RunDir, sha256_file
+from .versions import versions
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "projection", "diffusion")
+RECON_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Options of ``gen3dface generate``."""
+
+    backend: str = "auto"
+    """"projection" (embedded default, CPU), "diffusion" (needs weights) or "auto"."""
+    views: int = 16
+    """Number of target views around the head."""
+    resolution: int = 512
+    """Working size in pixels of the crop and of the views (the diffusion backend uses 256)."""
+    steps: int = 50
+    """DDIM steps of the diffusion backend."""
+    guidance: float = 2.0
+    """Classifier-free guidance scale of the diffusion backend."""
+    seed: int = 0
+    """Seed of every random choice."""
+    recon: str = "auto"
+    """Neural surface reconstruction: "on", "off", or "auto" (on for diffusion, off for projection)."""
+    recon_steps: int | None = None
+    """NeuS optimisation steps (None: recon's default)."""
+    weights: Path | None = None
+    """Diffusion model folder (None: look in the models folder)."""
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise BadInput(None, f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})", "usage")
+        if self.recon not in RECON_MODES:
+            raise BadInput(None, f"unknown recon mode {self.recon!r} (choose from {', '.join(RECON_MODES)})", "usage")
+        if not 1 <= self.views <= 64:
+            raise BadInput(None, f"views must be between 1 and 64, got {self.views}", "usage")
+        if not 64 <= self.resolution <= 2048:
+            raise BadInput(None, f"resolution must be between 64 and 2048, got {self.resolution}", "usage")
+        if self.steps < 1:
+            raise BadInput(None, f"steps must be ≥ 1, got {self.steps}", "usage")
+
+
+def _choose_backend(config: GenerateConfig, ctx: RunContext) -> tuple[str, Path | None]:
+    """The backend to run and, for diffusion, its weights folder."""
+    from .multiview import diffusion
+
+    if config.backend == "projection":
+        return "projection", None
+    weights = Path(config.weights) if config.weights else diffusion.find_weights(ctx.models_dir)
+    if config.backend == "diffusion":
+        if weights is None:
+            from .errors import ModelMissing
+
+            raise ModelMissing(ctx.models_dir, "no diffusion weights found: pass --weights DIR or put a model folder "
+                               "under <models>/diffusion/ (see docs/diffusion.md)")
+        return "diffusion", weights
+    if weights is None:
+        ctx.warn("no_diffusion_weights", f"no diffusion weights in {ctx.models_dir}; using the embedded projection "
+                 "backend (see docs/diffusion.md to install weights)")
+        return "projection", None
+    return "diffusion", weights
+
+
+class Stages:
+    """Announces and times the stages of one run."""
+
+    def __init__(self, ctx: RunContext, names: list[str]):
+        self.ctx, self.names, self.timings = ctx, names, {}
+
+    def __call__(self, name: str):
+        stages = self
+
+        class _Stage:
+            def __enter__(self):
+                stages.ctx.check_cancelled()
+                stages.ctx.stage_name = name
+                if stages.ctx.emit:
+                    stages.ctx.emit(protocol.Stage(name=name, index=stages.names.index(name), total=len(stages.names)))
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                stages.timings[name] = round(time.perf_counter() - self.t0, 3)
+                log.info("stage %s: %.2f s", name, stages.timings[name])
+                return False
+
+        return _Stage()
+
+
+def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext, overwrite: bool = False) -> dict:
+    """Run the whole job; return the manifest written to ``output/result.json``."""
+    from . import preprocess, prior
+
+    photo = Path(photo)
+    run_dir = RunDir(output, overwrite=overwrite)
+    run_dir.check()
+    if not photo.is_file():
+        raise BadInput(photo, "file not found" if not photo.exists() else "not a regular file", "not_found")
+    tmp = run_dir.open()
+    try:
+        backend, weights = _choose_backend(config, ctx)
+        use_recon = config.recon == "on" or (config.recon == "auto" and backend == "diffusion")
+        stages = Stages(ctx, ["preprocess", "prior", backend] + (["recon"] if use_recon else []))
+        # 1. Photo → oriented RGB, 478 landmarks, head crop with matte, input intrinsics.
+        with stages("preprocess"):
+            pre = preprocess.run(photo, tmp, preprocess.PreprocessConfig(size=config.resolution), ctx)
+        # 2. Head model fitted to the landmarks: mesh in the Blender world + input camera.
+        with stages("prior"):
+            head = prior.run(pre, tmp, prior.PriorConfig(), ctx)
+        # 3. Views all around the head + transforms.json (+ the textured prior for projection).
+        with stages(backend):
+            outputs = _multiview(backend, weights, pre, head, tmp, config, ctx)
+        # 4. Neural surface from the views → textured mesh.
+        if use_recon:
+            with stages("recon"):
+                outputs.update(_recon(tmp, head, config, ctx))
+        manifest = {
+            "engine": "gen3dface", "command": "generate", "versions": versions(),
+            "input": {"path": str(photo.resolve()), "sha256": sha256_file(photo)},
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "backend": backend, "head_model": head.model, "recon": use_recon,
+            "timings": stages.timings, "outputs": outputs, "warnings": ctx.warnings,
+        }
+        ctx.check_cancelled()
+        final = run_dir.commit(manifest)
+    except BaseException:
+        run_dir.discard()
+        raise
+    manifest["run_dir"] = str(final)
+    return manifest
+
+
+def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfig, ctx: RunContext) -> dict:
+    outputs = {"photo": "input/photo.png", "crop": "input/crop.png", "landmarks": "input/landmarks.json",
+               "input_camera": "input/camera.json", "prior": "prior/head.glb", "prior_params": "prior/params.json",
+               "views": "views", "transforms": "transforms.json"}
+    if backend == "projection":
+        from .multiview import projection
+
+        cfg = projection.ProjectionConfig(n_views=config.views, size=config.resolution)
+        projection.run(pre.crop, head, run_dir, cfg, ctx)
+        outputs["mesh"] = "mesh/head.glb"
+    else:
+        from .multiview import diffusion
+
+        cfg = diffusion.DiffusionConfig(n_views=config.views, steps=config.steps, guidance=config.guidance,
+                                        seed=config.seed)
+        diffusion.run(pre.crop, head, run_dir, cfg, ctx, weights)
+    return outputs
+
+
+def _recon(run_dir: Path, head, config: GenerateConfig, ctx: RunContext) -> dict:
+    from . import reconstruct
+
+    result = reconstruct.run_recon(run_dir / "transforms.json", run_dir / "mesh", ctx,
+                                   prior=(head.vertices, head.faces), steps=config.recon_steps, seed=config.seed)
+    return {"mesh": str(Path(result.mesh_glb).relative_to(run_dir)), "mesh_obj": str(Path(result.mesh_obj).relative_to(run_dir))}
