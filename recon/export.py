@@ -1,0 +1,162 @@
+"""Writing textured meshes: GLB (glTF 2.0 binary) and OBJ + MTL + PNG.
+
+Input is in the Blender world (Z up, metres). glTF is Y-up, so vertices and normals are
+written as (x, y, z)_blender ↦ (x, z, −y)_gltf; Blender's glTF importer maps them back
+(DESIGN.md, "Conventions"). OBJ files get the same Y-up axes, which Blender's OBJ importer
+(forward −Z, up Y) also maps back. The material is PBR with ``metallicFactor = 0`` (glTF's
+default is 1, which renders black in Blender) and ``roughnessFactor = 0.6``.
+
+Files are written under a temporary name in the target folder and renamed into place, so
+a crash never leaves a half-written mesh that looks complete.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METALLIC = 0.0
+ROUGHNESS = 0.6
+
+#: Blender world (Z up) → glTF / OBJ (Y up).
+BLENDER_TO_YUP = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check(vertices, faces, uvs, texture, vertex_normals):
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if v.ndim != 2 or v.shape[1] != 3 or not np.all(np.isfinite(v)):
+        raise ValueError(f"vertices must be finite [V, 3], got {v.shape}")
+    if f.ndim != 2 or f.shape[1] != 3 or (f.size and (f.min() < 0 or f.max() >= len(v))):
+        raise ValueError("faces must be [F, 3] indices into vertices")
+    if uvs is not None:
+        uvs = np.asarray(uvs, dtype=np.float64)
+        if uvs.shape != (len(v), 2):
+            raise ValueError(f"uvs must be [V, 2] (one per vertex), got {uvs.shape}")
+    if texture is not None:
+        texture = np.asarray(texture)
+        if texture.dtype != np.uint8 or texture.ndim != 3 or texture.shape[2] not in (3, 4):
+            raise ValueError(f"texture must be uint8 [H, W, 3|4], got {texture.dtype} {texture.shape}")
+        if uvs is None:
+            raise ValueError("a texture needs uvs")
+    if vertex_normals is not None:
+        vertex_normals = np.asarray(vertex_normals, dtype=np.float64)
+        if vertex_normals.shape != v.shape:
+            raise ValueError(f"vertex_normals must be [V, 3], got {vertex_normals.shape}")
+    return v, f, uvs, texture, vertex_normals
+
+
+def _trimesh(vertices, faces, uvs, texture, vertex_normals):
+    """A trimesh.Trimesh in Y-up axes with a PBR material (no processing: order kept)."""
+    import trimesh
+    from PIL import Image
+    from trimesh.visual.material import PBRMaterial
+
+    v, f, uvs, texture, normals = _check(vertices, faces, uvs, texture, vertex_normals)
+    kwargs = {}
+    if normals is not None:
+        kwargs["vertex_normals"] = normals @ BLENDER_TO_YUP.T
+    mesh = trimesh.Trimesh(v @ BLENDER_TO_YUP.T, f, process=False, **kwargs)
+    material = PBRMaterial(
+        name="head",
+        baseColorFactor=[255, 255, 255, 255],
+        metallicFactor=METALLIC,
+        roughnessFactor=ROUGHNESS,
+        baseColorTexture=None if texture is None else Image.fromarray(texture),
+        doubleSided=False,
+    )
+    if uvs is not None:
+        mesh.visual = trimesh.visual.TextureVisuals(uv=uvs, material=material)
+    else:
+        mesh.visual = trimesh.visual.TextureVisuals(material=material)
+    return mesh
+
+
+def write_glb(
+    path: str | Path,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    uvs: np.ndarray | None = None,
+    texture: np.ndarray | None = None,
+    vertex_normals: np.ndarray | None = None,
+) -> Path:
+    """Write a GLB.
+
+    vertices: [V, 3] Blender world; faces: [F, 3] int (counter-clockwise seen from outside);
+    uvs: [V, 2] (``recon.uv`` convention, v up); texture: uint8 [H, W, 3|4] base colour;
+    vertex_normals: [V, 3] Blender world (None: viewers compute them).
+    Returns the path written.
+    """
+    mesh = _trimesh(vertices, faces, uvs, texture, vertex_normals)
+    data = mesh.export(file_type="glb", include_normals=vertex_normals is not None)
+    _atomic_write(Path(path), data)
+    log.info("wrote %s (%d vertices, %d faces)", path, len(mesh.vertices), len(mesh.faces))
+    return Path(path)
+
+
+def write_obj(
+    path: str | Path,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    uvs: np.ndarray | None = None,
+    texture: np.ndarray | None = None,
+    vertex_normals: np.ndarray | None = None,
+) -> Path:
+    """Write ``name.obj`` + ``name.mtl`` + ``name.png`` (texture) beside each other.
+
+    Same arguments as ``write_glb``. The OBJ is Y-up. The MTL and PNG are written before
+    the OBJ, so an OBJ on disk always has its material. Returns the OBJ path.
+    """
+    from PIL import Image
+    import io
+
+    v, f, uvs, texture, normals = _check(vertices, faces, uvs, texture, vertex_normals)
+    path = Path(path)
+    stem = path.stem
+    lines = [f"# Gen3D Face head (Y up, metres)", f"mtllib {stem}.mtl", f"o {stem}"]
+    vy = v @ BLENDER_TO_YUP.T
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vy]
+    if uvs is not None:
+        lines += [f"vt {a:.6f} {b:.6f}" for a, b in uvs]
+    if normals is not None:
+        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals @ BLENDER_TO_YUP.T]
+    lines.append("usemtl head")
+    one = f + 1
+    if uvs is not None and normals is not None:
+        lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}" for a, b, c in one]
+    elif uvs is not None:
+        lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in one]
+    elif normals is not None:
+        lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in one]
+    else:
+        lines += [f"f {a} {b} {c}" for a, b, c in one]
+    mtl = ["newmtl head", "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "d 1", "illum 1",
+           f"Pr {ROUGHNESS}", f"Pm {METALLIC}"]
+    if texture is not None:
+        buf = io.BytesIO()
+        Image.fromarray(texture).save(buf, format="PNG")
+        _atomic_write(path.with_suffix(".png"), buf.getvalue())
+        mtl.append(f"map_Kd {stem}.png")
+    _atomic_write(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
+    _atomic_write(path, ("\n".join(lines) + "\n").encode())
+    log.info("wrote %s (%d vertices, %d faces)", path, len(v), len(f))
+    return path
