@@ -1,0 +1,75 @@
+"""The recon stage inside the engine: ``recon.api`` with engine errors, progress and cancel.
+
+``recon`` knows nothing of the engine (DESIGN.md: arrows one way); this adapter maps its
+callbacks onto the run context and its errors onto the engine's exit codes. Used by
+``generate --recon`` and by ``gen3dface recon``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from .context import RunContext
+from .errors import BadInput, Cancelled, Gen3DError
+from .rundir import RunDir, sha256_file
+from .versions import versions
+
+
+class ReconFailed(Gen3DError):
+    """The optimisation failed (e.g. went NaN): exit 1 with a clear one-line message."""
+
+    def __init__(self, reason: str):
+        super().__init__(None, reason, "recon_failed")
+
+
+def run_recon(transforms: Path, out_dir: Path, ctx: RunContext, prior=None, steps: int | None = None,
+              resolution: int | None = None, seed: int = 0):
+    """Reconstruct a textured mesh from ``transforms`` into ``out_dir``; return recon's result."""
+    from recon import api
+    from recon.errors import ReconCancelled, ReconError, ReconInputError
+
+    overrides = {"steps": steps, "resolution": resolution, "seed": seed}
+    config = api.ReconConfig(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return api.reconstruct(transforms, out_dir, config, prior=prior,
+                               progress=lambda step, total, message="": ctx.progress(step, total, message),
+                               should_stop=lambda: ctx.cancelled, device=ctx.device)
+    except ReconInputError as exc:
+        raise BadInput(exc.path, exc.reason, "bad_views") from None
+    except ReconCancelled:
+        raise Cancelled() from None
+    except ReconError as exc:
+        raise ReconFailed(f"reconstruction failed: {exc}") from None
+
+
+def recon_command(args, ctx: RunContext) -> dict:
+    """``gen3dface recon TRANSFORMS -o OUT``: a run directory holding the mesh and result.json."""
+    transforms = Path(args.transforms)
+    if not transforms.is_file():
+        raise BadInput(transforms, "file not found" if not transforms.exists() else "not a regular file", "not_found")
+    prior = None
+    if args.prior is not None:
+        prior = Path(args.prior)
+        if not prior.is_file():
+            raise BadInput(prior, "prior mesh not found", "not_found")
+    run_dir = RunDir(args.output, overwrite=args.overwrite)
+    tmp = run_dir.open()
+    try:
+        ctx.stage_name = "recon"
+        result = run_recon(transforms.resolve(), tmp / "mesh", ctx, prior=prior, steps=args.steps,
+                           resolution=args.resolution, seed=args.seed)
+        outputs = {"mesh": os.path.relpath(result.mesh_glb, tmp), "mesh_obj": os.path.relpath(result.mesh_obj, tmp)}
+        manifest = {"engine": "gen3dface", "command": "recon", "versions": versions(),
+                    "input": {"path": str(transforms.resolve()), "sha256": sha256_file(transforms)},
+                    "config": {"steps": args.steps, "resolution": args.resolution, "seed": args.seed,
+                               "prior": None if prior is None else str(prior)},
+                    "metrics": dataclasses.asdict(result).get("metrics", {}) if dataclasses.is_dataclass(result) else {},
+                    "outputs": outputs, "warnings": ctx.warnings}
+        ctx.check_cancelled()
+        final = run_dir.commit(manifest)
+    except BaseException:
+        run_dir.discard()
+        raise
+    manifest["run_dir"] = str(final)
+    return manifest
