@@ -189,25 +189,39 @@ def interpolate(attr: np.ndarray, frags: Fragments) -> np.ndarray:
 def visible_vertices(
     vertices: np.ndarray, faces: np.ndarray, camera: Camera, frags: Fragments | None = None, eps: float = 1e-3
 ) -> np.ndarray:
-    """Which vertices the camera sees (not hidden by a nearer surface).
+    """Which vertices the camera sees (not hidden by a nearer surface): ``visible_points``
+    of the vertices themselves.
 
-    A vertex is visible when it projects inside the image, in front of the camera, and the
-    face drawn at its pixel, extended as a plane and cut by the vertex's own ray, is not
-    nearer than the vertex by more than ``eps`` (metres). Comparing against that plane
-    (not the pixel-centre depth) removes the half-pixel slope error on oblique surfaces;
-    a vertex whose pixel is empty (on the silhouette) counts as visible.
     vertices: [V, 3]; faces: [F, 3]; frags: ``rasterize(vertices, faces, camera)`` (computed if None).
     Returns bool [V].
     """
     v, f = _check_mesh(vertices, faces)
     if frags is None:
         frags = rasterize(v, f, camera)
-    uv, depth = camera.project(v)
+    return visible_points(v, v, camera, frags, eps)
+
+
+def visible_points(
+    points: np.ndarray, vertices: np.ndarray, camera: Camera, frags: Fragments, eps: float = 1e-3
+) -> np.ndarray:
+    """Which surface points the camera sees.
+
+    A point is visible when it projects inside the image, in front of the camera, and the
+    face drawn at its pixel, extended as a plane and cut by the point's own ray, is not
+    nearer than the point by more than ``eps`` (metres). Comparing against that plane
+    (not the pixel-centre depth) removes the half-pixel slope error on oblique surfaces;
+    a point whose pixel is empty (on the silhouette) counts as visible.
+    points: [N, 3] world; vertices: [V, 3] of the mesh ``frags`` was rasterised from.
+    Returns bool [N].
+    """
+    p = np.asarray(points, dtype=np.float64)
+    v = np.asarray(vertices, dtype=np.float64)
+    uv, depth = camera.project(p)
     h, w = frags.depth.shape
     px = np.floor(uv[:, 0]).astype(np.int64)
     py = np.floor(uv[:, 1]).astype(np.int64)
     inside = (px >= 0) & (px < w) & (py >= 0) & (py < h) & (depth > NEAR)
-    vis = np.zeros(len(v), dtype=bool)
+    vis = np.zeros(len(p), dtype=bool)
     idx = np.nonzero(inside)[0]
     fid = frags.face_id[py[idx], px[idx]]
     covered = fid >= 0
@@ -216,10 +230,10 @@ def visible_vertices(
     tri = v[frags.faces[fid]]  # [N, 3, 3]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     c = camera.center
-    ray = v[idx] - c
+    ray = p[idx] - c
     denom = np.einsum("nk,nk->n", n, ray)
     grazing = np.abs(denom) < 1e-12 * np.linalg.norm(n, axis=1) * np.linalg.norm(ray, axis=1)
-    # The ray c + t·(v − c) meets the face's plane at t; depth scales with t.
+    # The ray c + t·(p − c) meets the face's plane at t; depth scales with t.
     t = np.einsum("nk,nk->n", n, tri[:, 0] - c) / np.where(grazing, 1.0, denom)
     surf = np.where(grazing, frags.depth[py[idx], px[idx]], t * depth[idx])
     vis[idx] = depth[idx] <= surf + eps
