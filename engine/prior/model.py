@@ -73,12 +73,12 @@ class LandmarkEmbedding:
     def points(self, verts: Tensor, faces: Tensor | np.ndarray) -> Tensor:
         """Barycentric interpolation of the embedded triangles.
 
-        verts: Tensor  # [V, 3]
+        verts: Tensor  # [..., V, 3]
         faces: Tensor  # [F, 3] int
-        returns        # [L, 3]
+        returns        # [..., L, 3]
         """
-        faces_t = torch.as_tensor(np.asarray(faces), device=verts.device, dtype=torch.long)
+        faces_t = torch.as_tensor(faces, device=verts.device, dtype=torch.long)
         tri = faces_t[torch.as_tensor(self.face_idx, device=verts.device, dtype=torch.long)]  # [L, 3]
-        corners = verts[tri]  # [L, 3 corners, 3 xyz]
+        corners = verts[..., tri, :]  # [..., L, 3 corners, 3 xyz]
         w = torch.as_tensor(self.bary, device=verts.device, dtype=verts.dtype)  # [L, 3]
-        return (w.unsqueeze(-1) * corners).sum(dim=1)
+        return (w.unsqueeze(-1) * corners).sum(dim=-2)
