@@ -1,0 +1,179 @@
+"""Face detection and the 478 mediapipe landmarks, with graphs created once per process.
+
+mediapipe 0.10.21's legacy ``mp.solutions`` ships the face-detection, face-mesh (with
+attention/iris refinement: 478 points) and selfie-segmentation models inside the wheel,
+so nothing is downloaded (DESIGN.md, "Dependencies").
+
+Strategy: detect every face on a downscaled copy (full-range model, short-range as a
+fallback), take the largest, and run FaceMesh on a full-resolution square crop around
+it. Running FaceMesh on the crop rather than the whole photo keeps small faces in big
+photos at a useful resolution and stops FaceMesh picking a different face.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.errors import BadInput, ModelMissing
+
+from .crop import crop_square, square_box
+
+log = logging.getLogger(__name__)
+
+N_LANDMARKS = 478
+_MESH_SIZE = 384  # FaceMesh input: the face fills ~half of it, well above its 192/256 px models
+_MESH_MARGIN = 2.0  # mesh crop side / detection box side: room for FaceMesh's own detector
+
+_graphs: dict[tuple, object] = {}
+_lock = threading.RLock()  # graphs are not re-entrant: one process() call at a time
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detection in photo pixels (continuous coords) with its score."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+    @property
+    def area(self) -> float:
+        return max(self.x1 - self.x0, 0.0) * max(self.y1 - self.y0, 0.0)
+
+
+def _solutions():
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ info logs are noise here
+    try:
+        import mediapipe as mp
+
+        return mp.solutions
+    except (ImportError, AttributeError) as exc:
+        raise ModelMissing("mediapipe", f"mediapipe 0.10.21 with its bundled face models is required "
+                           f"(pip install mediapipe==0.10.21): {exc}") from None
+
+
+def graph(kind: str, **options):
+    """The cached mediapipe graph ``kind`` built with ``options`` (created on first use)."""
+    key = (kind, tuple(sorted(options.items())))
+    with _lock:
+        found = _graphs.get(key)
+        if found is None:
+            solutions = _solutions()
+            factory = {
+                "face_detection": lambda: solutions.face_detection.FaceDetection(**options),
+                "face_mesh": lambda: solutions.face_mesh.FaceMesh(**options),
+                "selfie_segmentation": lambda: solutions.selfie_segmentation.SelfieSegmentation(**options),
+            }[kind]
+            found = _graphs[key] = factory()
+            log.debug("created mediapipe %s %s", kind, options)
+        return found
+
+
+def process(kind: str, image: np.ndarray, **options):
+    """Run a cached graph on an RGB uint8 image [H, W, 3] (serialised across threads)."""
+    with _lock:
+        return graph(kind, **options).process(np.ascontiguousarray(image))
+
+
+@atexit.register
+def close_graphs() -> None:
+    """Close every cached graph (registered at exit; safe to call any time)."""
+    with _lock:
+        for found in _graphs.values():
+            try:
+                found.close()
+            except Exception:  # noqa: BLE001 - closing at exit must not raise
+                pass
+        _graphs.clear()
+
+
+def detect_faces(rgb: np.ndarray, confidence: float = 0.5, max_side: int = 1280) -> list[FaceBox]:
+    """All faces in the photo, largest first. rgb: [H, W, 3] uint8."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    small = rgb if scale >= 1.0 else cv2.resize(
+        rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    detections = []
+    for model in (1, 0):  # full range (faces up to ~5 m) first, short range for close-ups
+        result = process("face_detection", small, model_selection=model, min_detection_confidence=confidence)
+        detections = result.detections or []
+        if detections:
+            break
+    boxes = []
+    for d in detections:
+        b = d.location_data.relative_bounding_box
+        # Relative coordinates are the same in the downscaled copy and the photo.
+        boxes.append(FaceBox(b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h,
+                             float(d.score[0]) if d.score else 0.0))
+    return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+
+def _mesh(patch: np.ndarray) -> list[np.ndarray]:
+    """FaceMesh on a square patch [M, M, 3]: list of [478, 3] in patch pixels (z × M like x)."""
+    result = process("face_mesh", patch, static_image_mode=True, max_num_faces=2, refine_landmarks=True,
+                     min_detection_confidence=0.5)
+    faces = []
+    for face in result.multi_face_landmarks or []:
+        points = np.array([(p.x, p.y, p.z) for p in face.landmark], np.float64)
+        if len(points) == N_LANDMARKS:
+            faces.append(points * np.array([patch.shape[1], patch.shape[0], patch.shape[1]]))
+    return faces
+
+
+def landmarks_in_box(rgb: np.ndarray, box: FaceBox) -> np.ndarray | None:
+    """478 landmarks [478, 3] in photo pixels for the face in ``box``, or None."""
+    side = _MESH_MARGIN * max(box.x1 - box.x0, box.y1 - box.y0)
+    region = square_box((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, side)
+    patch = crop_square(rgb, region, _MESH_SIZE, pad="edge")
+    faces = _mesh(patch)
+    if not faces:
+        return None
+    # With two faces in the patch, keep the one centred where the detection was.
+    centre = np.array([_MESH_SIZE / 2, _MESH_SIZE / 2])
+    points = min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - centre)))
+    scale = (region[2] - region[0]) / _MESH_SIZE
+    out = points * scale
+    out[:, 0] += region[0]
+    out[:, 1] += region[1]
+    return out
+
+
+def find_face(rgb: np.ndarray, path: Path, confidence: float = 0.5, max_side: int = 1280) -> tuple[np.ndarray, int]:
+    """Landmarks of the largest face and the number of faces; ``BadInput`` (no_face) if none.
+
+    rgb: [H, W, 3] uint8. Returns ([478, 3] photo pixels, n_faces).
+    """
+    boxes = detect_faces(rgb, confidence, max_side)
+    for box in boxes[:3]:  # a false detection may be largest: try the next ones
+        points = landmarks_in_box(rgb, box)
+        if points is not None:
+            return points, len(boxes)
+    if not boxes:
+        # The detector missed; FaceMesh's own detector sometimes still finds a close-up face.
+        points = _mesh_whole(rgb)
+        if points is not None:
+            return points, 1
+    raise BadInput(path, "no face found", "no_face")
+
+
+def _mesh_whole(rgb: np.ndarray) -> np.ndarray | None:
+    """FaceMesh on the whole photo (padded square): the tallest face [478, 3] or None."""
+    h, w = rgb.shape[:2]
+    region = square_box(w / 2, h / 2, max(w, h))
+    size = min(region[2] - region[0], 2 * _MESH_SIZE)
+    faces = _mesh(crop_square(rgb, region, size, pad="edge"))
+    if not faces:
+        return None
+    points = max(faces, key=lambda f: float(np.ptp(f[:, 1]))) * ((region[2] - region[0]) / size)
+    points[:, 0] += region[0]
+    points[:, 1] += region[1]
+    return points
