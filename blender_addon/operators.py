@@ -1,0 +1,124 @@
+"""Operators: Generate (scriptable, or a UI job) and Cancel. Thin: the work is in ``jobs``."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import jobs, prefs, props
+
+
+class GEN3DFACE_OT_generate(bpy.types.Operator):
+    """Generate a textured 3D head with its cameras from the portrait photo"""
+
+    bl_idname = "gen3dface.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER"}
+
+    # Properties given to the call override the panel's settings (scene.gen3dface).
+    photo: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE"})
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", options={"SKIP_SAVE"})
+    backend: EnumProperty(name="Backend", items=props.BACKENDS, options={"SKIP_SAVE"})
+    views: IntProperty(name="Views", min=1, max=64, options={"SKIP_SAVE"})
+    resolution: IntProperty(name="Resolution", min=64, max=2048, options={"SKIP_SAVE"})
+    steps: IntProperty(name="Steps", min=1, max=500, options={"SKIP_SAVE"})
+    guidance: FloatProperty(name="Guidance", min=0.0, max=20.0, options={"SKIP_SAVE"})
+    seed: IntProperty(name="Seed", min=0, options={"SKIP_SAVE"})
+    recon: EnumProperty(name="Reconstruction", items=props.RECON, options={"SKIP_SAVE"})
+    # The file browser of invoke() fills this when no photo is set.
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"})
+    filter_image: bpy.props.BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: bpy.props.BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        if jobs.current() is not None:
+            cls.poll_message_set("A generation is running: wait for it or press Cancel")
+            return False
+        if not prefs.engine_python(context):
+            cls.poll_message_set("No engine Python: press Set up engine in the add-on preferences "
+                                 "or set Engine Python there")
+            return False
+        return True
+
+    def _values(self, context) -> dict:
+        """The panel's settings, overridden by every property given to this call."""
+        panel = context.scene.gen3dface
+        values = {key: getattr(panel, key) for key in props.GENERATE_KEYS}
+        for key in props.GENERATE_KEYS:
+            if self.properties.is_property_set(key):
+                values[key] = getattr(self, key)
+        if self.filepath:
+            values["photo"] = self.filepath
+        return values
+
+    def execute(self, context):
+        """Scripts and background mode: run to the end, then import (raises via report on failure)."""
+        if self.filepath and not bpy.app.background:  # back from the file browser
+            return self._start(context)
+        try:
+            settings, name = jobs.make_settings(self._values(context), prefs.models_dir(context))
+            imported = jobs.run_sync(context, prefs.engine_python(context), settings, name)
+        except (jobs.GenerateError, ValueError, OSError) as exc:
+            context.scene.gen3dface.last_error = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        context.scene.gen3dface.last_error = ""
+        context.scene.gen3dface.last_run = settings.output_dir
+        self.report({"INFO"}, f"Imported {imported.collection.name}")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        """The UI: start the engine and return at once; a timer drains its events."""
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._values(context)["photo"]:
+            context.window_manager.fileselect_add(self)
+            return {"RUNNING_MODAL"}
+        return self._start(context)
+
+    def _start(self, context):
+        try:
+            settings, name = jobs.make_settings(self._values(context), prefs.models_dir(context))
+            jobs.start(context, prefs.engine_python(context), settings, name)
+        except (jobs.GenerateError, ValueError, OSError) as exc:
+            context.scene.gen3dface.last_error = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if self.filepath:
+            context.scene.gen3dface.photo = self.filepath
+        return {"FINISHED"}
+
+
+class GEN3DFACE_OT_cancel(bpy.types.Operator):
+    """Stop the running generation (the scene is left unchanged)"""
+
+    bl_idname = "gen3dface.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        job = jobs.current()
+        if job is None:
+            cls.poll_message_set("No generation is running")
+            return False
+        if job.cancelling:
+            cls.poll_message_set("Cancelling: the engine stops at its next step")
+            return False
+        return True
+
+    def execute(self, context):
+        jobs.cancel()
+        return {"FINISHED"}
+
+
+CLASSES = (GEN3DFACE_OT_generate, GEN3DFACE_OT_cancel)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
