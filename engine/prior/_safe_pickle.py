@@ -168,7 +168,7 @@ def safe_load(fileobj: BinaryIO) -> Any:
 def to_array(obj: Any, what: str = "value") -> np.ndarray:
     """A plain (non-object) numpy array from an unpickled value.
 
-    ndarray → itself; ``chumpy.ch.Ch`` stub → its ``x``; sparse stub → dense array;
+    ndarray → itself; ``chumpy.ch.Ch`` stub → its ``x``; sparse stub / scipy sparse → dense;
     numbers / nested lists → ``np.asarray``. Raises :class:`UnsupportedObject` otherwise.
     """
     if isinstance(obj, ChumpyStub):
@@ -178,6 +178,8 @@ def to_array(obj: Any, what: str = "value") -> np.ndarray:
         return to_array(state["x"], what)
     if isinstance(obj, SparseStub):
         return _sparse_to_dense(obj, what)
+    if sp.issparse(obj):  # in-memory arrays handed to the validator directly
+        return np.asarray(obj.toarray())
     if isinstance(obj, (dict, set, frozenset)) or obj is None:
         raise UnsupportedObject(f"{what} is a {type(obj).__name__}, not an array")
     try:

@@ -80,7 +80,7 @@ def make_flame_arrays(n_lat: int = 15, n_lon: int = 24, seed: int = 0) -> dict:
         row[np.argsort(((v - point) ** 2).sum(1))[:k]] = 1 / k
         return row
 
-    jreg = np.stack([ring_mean_row(n_lat - 2), ring_mean_row(n_lat - 4), ring_mean_row(n_lat // 2 + 2),
+    jreg = np.stack([ring_mean_row(n_lat - 2), ring_mean_row(n_lat - 4), ring_mean_row(min(n_lat // 2 + 2, n_lat - 3)),
                      near_row(EYE_L), near_row(EYE_R)])
     joints = jreg @ v
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
@@ -207,21 +207,21 @@ class _Pwn:
 
 def write_flame_malicious(path: Path, marker: Path) -> Path:
     """A FLAME-looking pickle that runs ``echo pwned > marker`` via os.system if unpickled."""
-    arrays = make_flame_arrays(n_lat=5, n_lon=6)
+    arrays = make_flame_arrays(n_lat=8, n_lon=8)
     arrays["bs_style"] = _Pwn(Path(marker))
     return write_flame_numpy(path, arrays)
 
 
 def write_flame_wrong_keys(path: Path) -> Path:
     """A pickle of a dict without ``shapedirs`` and ``posedirs``."""
-    arrays = make_flame_arrays(n_lat=5, n_lon=6)
+    arrays = make_flame_arrays(n_lat=8, n_lon=8)
     del arrays["shapedirs"], arrays["posedirs"]
     return write_flame_numpy(path, arrays)
 
 
 def write_flame_wrong_shapes(path: Path) -> Path:
     """All keys present, but ``weights`` has 4 joints instead of 5."""
-    arrays = make_flame_arrays(n_lat=5, n_lon=6)
+    arrays = make_flame_arrays(n_lat=8, n_lon=8)
     arrays["weights"] = arrays["weights"][:, :4]
     return write_flame_numpy(path, arrays)
 
