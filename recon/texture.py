@@ -27,6 +27,7 @@ class TexelGeometry:
     """The surface point behind each texel inside a chart.
 
     rows, cols: int64 [N], the covered texels; face: int64 [N], their faces;
+    bary: float64 [N, 3], the texels' barycentrics in their faces (UV-affine = 3D-affine);
     points: float64 [N, 3] world; normals: float64 [N, 3] unit (interpolated vertex normals);
     mask: bool [S, S], covered texels.
     """
@@ -34,6 +35,7 @@ class TexelGeometry:
     rows: np.ndarray
     cols: np.ndarray
     face: np.ndarray
+    bary: np.ndarray
     points: np.ndarray
     normals: np.ndarray
     mask: np.ndarray
@@ -53,7 +55,7 @@ def texel_geometry(vertices, faces, uvs, faces_uv, size: int) -> TexelGeometry:
     points = np.einsum("nk,nkc->nc", b, v[f[face]])
     normals = np.einsum("nk,nkc->nc", b, vertex_normals(v, f)[f[face]])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    return TexelGeometry(rows, cols, face, points, normals, fid >= 0)
+    return TexelGeometry(rows, cols, face, b, points, normals, fid >= 0)
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,234 @@
+"""The embedded multi-view backend: the fitted head textured from the photo (CPU, no downloads).
+
+Where the diffusion backend generates 360° views of the head (Gen3D-Face §3.2), this one
+paints the prior mesh (§3.1's fitted head) with the photo and renders it:
+
+1. UV atlas: the prior's own UVs, or an xatlas unwrap;
+2. every texel's surface point is looked up in the photo through the input camera, with a
+   z-buffer visibility test, cos^p view-angle weights and the matte as the mask
+   (``recon.texture.project_points``);
+3. the side the photo does not see is read at the mirror point across the sagittal plane
+   x = 0 (faces are nearly symmetric), where that point was seen;
+4. the rest (back, top, under the chin) gets hair and skin colours estimated from the photo,
+   diffused over the mesh from the seen parts (``_fill``), and blended by the projection
+   weight, so no seam shows;
+5. N views are rendered around the head (layouts) with a soft Lambert shading, written with
+   ``write_views``; the textured mesh goes to ``mesh/head.glb``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from engine.context import RunContext
+from engine.errors import BadInput
+from recon.cameras import Camera
+from recon.export import write_glb
+from recon.raster import rasterize, vertex_normals
+from recon.texture import project_points, texel_geometry, to_float
+from recon.uv import dilate, unwrap
+
+from . import _fill
+from ._shade import render_rgba
+from .layouts import get_layout
+from .views import write_views
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """How the projection backend textures and renders the prior head."""
+
+    n_views: int = 16
+    """Number of output views."""
+    size: int = 512
+    """Side of the output views in pixels (the working resolution)."""
+    texture_size: int = 1024
+    """Side of the UV texture in texels."""
+    layout: str = "gen3dface"
+    """View layout (``engine.multiview.layouts``): gen3dface (360°, ±40° elevation), syncdreamer, morphable."""
+    angle_power: float = 2.0
+    """p in the projection weight cos^p(normal, direction to the camera); higher trusts frontal texels more."""
+    border_px: float = 6.0
+    """The weight ramps up over this many crop pixels inside the matte's border (edges mix in background)."""
+    full_weight: float = 0.3
+    """Projection weight at which the photo fully replaces the fill (smaller weights blend)."""
+    mirror: bool = True
+    """Fill the unseen side from the mirror point across the sagittal plane x = 0."""
+    mirror_strength: float = 0.8
+    """Factor on the mirrored weight: the true side wins where both are seen."""
+    fill_decay: float = 0.03
+    """Distance (metres) over which the photo's colours fade into the hair/skin fill on the mesh."""
+    mirror_eps: float = 0.01
+    """Visibility tolerance (metres) of mirrored points; a fitted head is only nearly symmetric."""
+    eps: float = 0.002
+    """Visibility tolerance (metres) of the direct projection."""
+    ambient: float = 0.6
+    """Ambient share of the view shading (1 = unlit albedo)."""
+    supersample: int = 2
+    """Supersampling factor per axis of the rendered views (anti-aliased alpha)."""
+    unwrap_padding: int = 4
+    """Texels between UV charts (xatlas padding at ``texture_size``)."""
+
+    def __post_init__(self) -> None:
+        if self.n_views < 1 or self.size < 16 or self.texture_size < 16 or self.supersample < 1:
+            raise ValueError("n_views ≥ 1, size ≥ 16, texture_size ≥ 16 and supersample ≥ 1 are required")
+        if not 0 <= self.ambient <= 1:
+            raise ValueError("ambient must be in [0, 1]")
+        get_layout(self.layout, 1)  # unknown layout → ValueError now, not after the texture
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ProjectionConfig":
+        """Build from a dict; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown projection settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ProjectionResult:
+    """What ``run`` wrote and the texture it made.
+
+    mesh_path: mesh/head.glb; transforms_path: transforms.json; texture: uint8 [T, T, 3];
+    colours: {"skin": [3], "hair": [3]} float in [0, 1] estimated from the photo.
+    """
+
+    mesh_path: Path
+    transforms_path: Path
+    texture: np.ndarray
+    colours: dict
+
+
+def run(
+    crop_rgba: np.ndarray,
+    prior,
+    run_dir: Path,
+    config: ProjectionConfig,
+    ctx: RunContext,
+    landmarks: np.ndarray | None = None,
+) -> ProjectionResult:
+    """Texture the prior head from the crop and render the views; see the module docstring.
+
+    crop_rgba: uint8 [S, S, 4] (straight alpha = the matte).
+    prior: has ``vertices`` [V, 3], ``faces`` [F, 3], ``camera`` (the input camera, Camera) and
+        optionally ``uvs`` [V', 2] + ``faces_uv`` [F, 3] and ``landmarks_crop`` [478, 2|3].
+    landmarks: mediapipe landmarks in crop pixels (overrides ``prior.landmarks_crop``); used
+        for the skin and hair colours.
+    """
+    run_dir = Path(run_dir)
+    total = 6
+    # 1. Inputs and the UV atlas.
+    ctx.progress(0, total, "unwrapping the head")
+    crop, alpha, camera = _check_inputs(crop_rgba, prior, run_dir)
+    v = np.asarray(prior.vertices, dtype=np.float64)
+    faces = np.asarray(prior.faces, dtype=np.int64)
+    vmap, faces_split, uvs = _atlas(v, faces, prior, config)
+    normals = vertex_normals(v, faces)
+    # 2. Direct projection of every texel (and vertex) through the input camera.
+    ctx.progress(1, total, "projecting the photo")
+    geo = texel_geometry(v, faces, uvs, faces_split, config.texture_size)
+    frags = rasterize(v, faces, camera)
+    tex_c, tex_w = _project(geo.points, geo.normals, v, faces, crop, alpha, camera, frags, config)
+    ver_c, ver_w = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
+    # 3. Skin and hair colours; the fill diffused over the mesh from what the photo saw.
+    ctx.progress(2, total, "filling the unseen side")
+    lm = landmarks if landmarks is not None else getattr(prior, "landmarks_crop", None)
+    frontal = ver_c[_frontal(ver_w, normals)]
+    skin, hair, found = _fill.skin_and_hair(crop, alpha, None if lm is None else np.asarray(lm), frontal)
+    if not found:
+        ctx.warn("hair_colour_default", "no hair visible above the forehead; using a default hair colour")
+    hairness = _fill.hair_prior(v)[:, None]
+    base = (1 - hairness) * skin + hairness * hair
+    vertex_fill = _fill.diffuse_fill(v, faces, ver_c, np.clip(ver_w / config.full_weight, 0, 1), base,
+                                      decay_length=config.fill_decay)
+    # 4. Texture = photo where seen, fill elsewhere, blended by the projection weight.
+    fill_texels = np.einsum("nk,nkc->nc", geo.bary, vertex_fill[faces[geo.face]])
+    blend = _fill._smoothstep(tex_w, 0.0, config.full_weight)[:, None]
+    texture = np.zeros((config.texture_size, config.texture_size, 3), np.float32)
+    texture[geo.rows, geo.cols] = blend * tex_c + (1 - blend) * fill_texels
+    texture8 = dilate(np.clip(np.rint(texture * 255), 0, 255).astype(np.uint8), geo.mask, config.unwrap_padding + 4)
+    # 5. Views around the head.
+    ctx.progress(3, total, "rendering views")
+    layout = get_layout(config.layout, config.n_views)
+    cameras = layout.cameras(config.size)
+    vs, ns = v[vmap], normals[vmap]
+    images = []
+    for i, cam in enumerate(cameras):
+        ctx.check_cancelled()
+        images.append(render_rgba(vs, faces_split, uvs, ns, texture8, cam, ambient=config.ambient, ss=config.supersample))
+    ctx.progress(4, total, "writing views")
+    extra = {"backend": "projection", "layout": layout.name,
+             "azimuths": list(layout.azimuths), "elevations": list(layout.elevations)}
+    transforms = write_views(run_dir, images, cameras, input_camera=camera, extra=extra)
+    # 6. The textured head.
+    ctx.progress(5, total, "writing mesh/head.glb")
+    mesh_path = write_glb(run_dir / "mesh" / "head.glb", vs, faces_split, uvs, texture8, ns)
+    ctx.progress(total, total, "done")
+    colours = {"skin": skin.tolist(), "hair": hair.tolist()}
+    log.info("projection: skin %s hair %s, %d views", np.round(skin, 3), np.round(hair, 3), len(images))
+    return ProjectionResult(mesh_path, transforms, texture8, colours)
+
+
+def _check_inputs(crop_rgba, prior, run_dir: Path) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """(crop float [S, S, 3], alpha bool [S, S], input camera at S × S); BadInput if unusable."""
+    where = run_dir / "input" / "crop.png"
+    a = np.asarray(crop_rgba)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 4 or a.shape[0] != a.shape[1] or a.shape[0] < 16:
+        raise BadInput(where, f"crop must be square RGBA uint8 of side ≥ 16, got {a.dtype} {a.shape}", "bad_crop")
+    alpha = a[..., 3] > 127
+    if alpha.mean() < 0.01:
+        raise BadInput(where, "the matte is empty: no foreground to project", "empty_matte")
+    v = np.asarray(getattr(prior, "vertices", np.zeros((0, 3))))
+    f = np.asarray(getattr(prior, "faces", np.zeros((0, 3))))
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) < 1:
+        raise BadInput(run_dir / "prior", f"prior mesh must be vertices [V, 3] and faces [F, 3], got {v.shape} {f.shape}",
+                       "bad_prior")
+    if not np.all(np.isfinite(v)) or f.min() < 0 or f.max() >= len(v):
+        raise BadInput(run_dir / "prior", "prior mesh has non-finite vertices or bad face indices", "bad_prior")
+    camera = prior.camera
+    s = a.shape[0]
+    if (camera.w, camera.h) != (s, s):
+        camera = camera.resized(s, s)
+    return to_float(a[..., :3]), alpha, camera
+
+
+def _atlas(v, faces, prior, config: ProjectionConfig):
+    """(vmap [V'], faces_split [F, 3], uvs [V', 2]): one vertex per (position, UV) pair."""
+    uvs = getattr(prior, "uvs", None)
+    faces_uv = getattr(prior, "faces_uv", None)
+    if uvs is None or faces_uv is None:
+        return unwrap(v, faces, resolution=config.texture_size, padding=config.unwrap_padding)
+    faces_uv = np.asarray(faces_uv, dtype=np.int64)
+    pairs = np.stack([faces.ravel(), faces_uv.ravel()], -1)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return unique[:, 0], inverse.reshape(-1, 3), np.asarray(uvs, np.float32)[unique[:, 1]]
+
+
+def _project(points, normals, v, faces, crop, alpha, camera, frags, config: ProjectionConfig):
+    """Photo colour and weight of surface points: direct, then mirrored where the direct view fails.
+
+    points, normals: [N, 3]. Returns (colour [N, 3], weight [N]).
+    """
+    kw = dict(angle_power=config.angle_power, border_px=config.border_px, frags=frags)
+    c, w = project_points(points, normals, v, faces, crop, camera, alpha, eps=config.eps, **kw)
+    if not config.mirror:
+        return c, w
+    flip = np.array([-1.0, 1.0, 1.0])
+    cm, wm = project_points(points * flip, normals * flip, v, faces, crop, camera, alpha, eps=config.mirror_eps, **kw)
+    wm = wm * config.mirror_strength
+    # The mirror only tops up what the true side lacks: it cannot outvote a frontal view.
+    wm = np.minimum(wm, np.clip(config.full_weight - w, 0, None))
+    total = w + wm
+    colour = np.where(total[:, None] > 0, (c * w[:, None] + cm * wm[:, None]) / np.maximum(total, 1e-12)[:, None], 0)
+    return colour.astype(np.float32), total.astype(np.float32)
+
+
+def _frontal(weight: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Vertices seen squarely and facing forward (−Y): face skin for the colour fallback."""
+    return (weight > 0.5) & (normals[:, 1] < -0.7)

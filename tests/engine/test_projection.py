@@ -1,0 +1,157 @@
+"""engine.multiview.projection on a synthetic head (an ellipsoid) and a rendered crop."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+from scipy.ndimage import maximum_filter
+
+from engine.context import RunContext
+from engine.errors import BadInput
+from engine.multiview import _fill, projection
+from recon.cameras import from_frame, orbit_camera
+from recon.export import BLENDER_TO_YUP
+from recon.raster import interpolate, rasterize, visible_vertices
+from recon.texture import texel_geometry
+
+SIZE = 128
+
+
+def _head():
+    m = trimesh.creation.icosphere(subdivisions=3)
+    return m.vertices * np.array([0.075, 0.095, 0.11]), m.faces
+
+
+def _pattern(p):
+    """Colours symmetric in x (so the mirror image is the truth), never black."""
+    return np.stack([0.5 + 0.35 * np.sin(30 * p[:, 2]), 0.2 + 0.7 * (p[:, 0] / 0.075) ** 2,
+                     0.5 + 0.35 * np.cos(25 * p[:, 1])], -1).clip(0, 1)
+
+
+def _crop(v, f, cam):
+    frags = rasterize(v, f, cam)
+    rgb = interpolate(_pattern(v), frags)
+    rgba = np.concatenate([rgb, frags.mask[..., None]], -1)
+    return np.clip(np.rint(rgba * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def side_run(tmp_path_factory):
+    """Input camera at azimuth 60°: it sees the +X side; the −X side needs the mirror."""
+    v, f = _head()
+    cam = orbit_camera(60, 0, 0.6, 30, SIZE)
+    prior = SimpleNamespace(vertices=v, faces=f, camera=cam)
+    run_dir = tmp_path_factory.mktemp("proj")
+    cfg = projection.ProjectionConfig(n_views=8, size=64, texture_size=256, supersample=2)
+    ctx = RunContext()
+    res = projection.run(_crop(v, f, cam), prior, run_dir, cfg, ctx)
+    return SimpleNamespace(v=v, f=f, cam=cam, prior=prior, run_dir=run_dir, cfg=cfg, res=res, ctx=ctx)
+
+
+def test_writes_views_transforms_and_mesh(side_run):
+    r = side_run
+    meta = json.loads((r.run_dir / "transforms.json").read_text())
+    assert len(meta["frames"]) == 8 and "input_frame" in meta
+    assert r.res.mesh_path == r.run_dir / "mesh" / "head.glb"
+    mesh = trimesh.load(r.res.mesh_path, force="mesh", process=False)
+    assert mesh.visual.material.metallicFactor == 0.0
+    assert mesh.visual.uv is not None and len(mesh.visual.uv) == len(mesh.vertices)
+    verts = mesh.vertices @ BLENDER_TO_YUP  # glTF (Y up) → Blender world
+    for frame in meta["frames"]:
+        rgba = np.asarray(Image.open(r.run_dir / frame["file_path"]))
+        assert rgba.shape == (64, 64, 4)
+        alpha = rgba[..., 3]
+        assert (alpha == 0).any() and (alpha == 255).any()  # background and foreground
+        cam = from_frame(meta, frame)
+        vis = visible_vertices(verts, mesh.faces, cam, eps=2e-3)
+        uv, _ = cam.project(verts[vis])
+        px = np.clip(np.floor(uv).astype(int), 0, 63)
+        inside = alpha[px[:, 1], px[:, 0]] > 0
+        # Silhouette vertices lie on the coverage edge: allow them one pixel (a wrong camera
+        # convention would miss by tens of pixels), and most must hit exactly.
+        near = maximum_filter(alpha, size=3)[px[:, 1], px[:, 0]] > 0
+        assert near.mean() >= 0.99 and inside.mean() >= 0.9
+
+
+def test_mirror_fills_occluded_side(side_run, tmp_path):
+    r = side_run
+    # Texels on the far side (x < −0.04) the input camera cannot see.
+    uvs, faces_uv = _uv_of(r.res.mesh_path)
+    geo = texel_geometry(r.v, r.f, uvs, faces_uv, 256)
+    far = geo.points[:, 0] < -0.04
+    got = r.res.texture[geo.rows, geo.cols].astype(np.float32) / 255
+    truth = _pattern(geo.points)
+    err_mirror = np.abs(got[far] - truth[far]).mean()
+    cfg = projection.ProjectionConfig(n_views=1, size=32, texture_size=256, mirror=False)
+    plain = projection.run(_crop(r.v, r.f, r.cam), r.prior, tmp_path, cfg, RunContext())
+    got_plain = plain.texture[geo.rows, geo.cols].astype(np.float32) / 255
+    err_plain = np.abs(got_plain[far] - truth[far]).mean()
+    assert err_mirror < 0.06
+    assert err_plain > 2 * err_mirror
+
+
+def _uv_of(glb):
+    """The GLB's UVs and faces (its vertices are split at seams; faces index both)."""
+    mesh = trimesh.load(glb, force="mesh", process=False)
+    return np.asarray(mesh.visual.uv), np.asarray(mesh.faces)
+
+
+def test_texture_has_no_unfilled_texels(side_run):
+    r = side_run
+    uvs, faces_uv = _uv_of(r.res.mesh_path)
+    geo = texel_geometry(r.v, r.f, uvs, faces_uv, 256)
+    tex = r.res.texture[geo.rows, geo.cols]
+    assert tex.max(axis=1).min() > 20  # no black texel inside the charts
+
+
+def test_bad_inputs(side_run, tmp_path):
+    r = side_run
+    good = _crop(r.v, r.f, r.cam)
+    cfg = projection.ProjectionConfig(n_views=1, size=32, texture_size=64)
+    with pytest.raises(BadInput, match="crop.png: crop must be square RGBA"):
+        projection.run(good[..., :3], r.prior, tmp_path, cfg, RunContext())
+    empty = good.copy()
+    empty[..., 3] = 0
+    with pytest.raises(BadInput, match="matte is empty"):
+        projection.run(empty, r.prior, tmp_path, cfg, RunContext())
+    bad_prior = SimpleNamespace(vertices=r.v, faces=r.f + 10_000, camera=r.cam)
+    with pytest.raises(BadInput, match="prior"):
+        projection.run(good, bad_prior, tmp_path, cfg, RunContext())
+    with pytest.raises(ValueError, match="unknown projection settings"):
+        projection.ProjectionConfig.from_dict({"n_view": 4})
+    with pytest.raises(ValueError, match="unknown layout"):
+        projection.ProjectionConfig(layout="nope")
+    assert not (tmp_path / "views").exists()
+
+
+def test_skin_and_hair_from_landmarks():
+    crop = np.zeros((100, 100, 3), np.float32)
+    crop[:20] = (0.2, 0.1, 0.05)  # hair band on top
+    crop[20:] = (0.8, 0.6, 0.5)  # skin below
+    alpha = np.ones((100, 100), bool)
+    lm = np.full((478, 2), 50.0)
+    lm[_fill.FOREHEAD_TOP_ID] = (50, 25)
+    skin, hair, found = _fill.skin_and_hair(crop, alpha, lm, np.zeros((0, 3)))
+    assert found
+    np.testing.assert_allclose(skin, (0.8, 0.6, 0.5), atol=1e-6)
+    np.testing.assert_allclose(hair, (0.2, 0.1, 0.05), atol=1e-6)
+    # Nothing in the foreground above the forehead: the default hair colour, flagged.
+    _, hair2, found2 = _fill.skin_and_hair(crop, np.arange(100)[:, None] > 30 + np.zeros((1, 100)), lm, np.zeros((0, 3)))
+    assert not found2 and np.allclose(hair2, _fill.DEFAULT_HAIR)
+
+
+def test_diffuse_fill_keeps_observed_and_reaches_prior():
+    v, f = _head()
+    observed = np.tile([1.0, 0.0, 0.0], (len(v), 1))
+    weight = (v[:, 1] < -0.06).astype(float)  # only the face is seen
+    prior = np.tile([0.0, 0.0, 1.0], (len(v), 1))
+    out = _fill.diffuse_fill(v, f, observed, weight, prior, decay_length=0.02)
+    assert out[weight > 0, 0].min() > 0.9
+    assert out[v[:, 1] > 0.08, 2].min() > 0.9  # the back takes the prior colour
+    hair = _fill.hair_prior(v)
+    assert hair[np.argmax(v[:, 2])] > 0.9 and hair[np.argmin(v[:, 2])] < 0.1
+    assert hair[np.argmin(v[:, 1])] < 0.1  # the face (front) is not hair
