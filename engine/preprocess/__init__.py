@@ -16,7 +16,7 @@ from engine.context import RunContext
 
 from . import camera as _camera
 from .config import PreprocessConfig, Preprocessed
-from .crop import crop_square, head_box, to_crop
+from .crop import crop_square, head_box, inside_mask, to_crop
 from .detect import close_graphs, find_face
 from .load import LoadedImage, load_image, load_photo
 from .matte import matte
@@ -56,6 +56,7 @@ def run(photo_path: Path, out_dir: Path, config: PreprocessConfig, ctx: RunConte
     # 4. Foreground matte: the photo's own alpha when it has one, else the segmenter's.
     ctx.progress(3, _STEPS, "matting")
     alpha = _matte(loaded, box, crop_rgb, landmarks_crop, config)
+    alpha = _outside_photo_is_background(alpha, box, w, h, photo_path, ctx)
     crop = np.concatenate([crop_rgb, alpha[..., None]], axis=-1)
     # 5. Camera: EXIF 35 mm focal or the default field of view, carried into the crop.
     ctx.progress(4, _STEPS, "writing input/")
@@ -79,6 +80,24 @@ def _matte(loaded: LoadedImage, box, crop_rgb: np.ndarray, landmarks_crop: np.nd
         return crop_square(loaded.alpha, box, config.size, pad="constant", fill=0)
     nose = landmarks_crop[1, :2]  # mediapipe index 1: nose tip, inside the face blob
     return matte(crop_rgb, (float(nose[0]), float(nose[1])), config.matte_radius, config.matte_eps)
+
+
+def _outside_photo_is_background(alpha: np.ndarray, box, w: int, h: int, photo_path: Path,
+                                 ctx: RunContext) -> np.ndarray:
+    """Zero the matte where the crop is padding: replicated border pixels are not the head.
+
+    alpha: [S, S] uint8. Warns ``head_cut`` when the segmenter saw the head continue past
+    the photo's top edge (a tight portrait that cuts the hair): the views will show a flat top.
+    """
+    inside = inside_mask(box, w, h, alpha.shape[0])
+    if inside.all():
+        return alpha
+    top = ~inside.any(axis=1)  # crop rows entirely above (or below) the photo
+    top[alpha.shape[0] // 2:] = False
+    if top.any() and (alpha[top] > 127).mean() > 0.05:
+        ctx.warn("head_cut", f"{photo_path}: the head continues past the photo's top edge; "
+                             "the crop is cut there (use a photo with space above the hair)")
+    return np.where(inside, alpha, 0).astype(np.uint8)
 
 
 def _landmarks_json(pre: Preprocessed) -> dict:

@@ -84,3 +84,12 @@ def to_crop(points: np.ndarray, box: tuple[float, float, float, float], size: in
     if out.shape[1] > 2:
         out[:, 2:] *= scale
     return out
+
+
+def inside_mask(box: tuple[int, int, int, int], width: int, height: int, size: int) -> np.ndarray:
+    """[size, size] bool: which crop pixels (centres) come from inside the w × h photo."""
+    scale = size / (box[2] - box[0])
+    centres = (np.arange(size) + 0.5) / scale  # crop pixel centres, in photo pixels from the box corner
+    xs = (centres + box[0] >= 0) & (centres + box[0] <= width)
+    ys = (centres + box[1] >= 0) & (centres + box[1] <= height)
+    return ys[:, None] & xs[None, :]

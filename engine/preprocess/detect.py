@@ -96,8 +96,8 @@ def close_graphs() -> None:
         _graphs.clear()
 
 
-def detect_faces(rgb: np.ndarray, confidence: float = 0.5, max_side: int = 1280) -> list[FaceBox]:
-    """All faces in the photo, largest first. rgb: [H, W, 3] uint8."""
+def _detect(rgb: np.ndarray, confidence: float, max_side: int) -> list[FaceBox]:
+    """One detection pass over a whole image [H, W, 3] (downscaled to ``max_side``)."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = rgb if scale >= 1.0 else cv2.resize(
@@ -114,6 +114,46 @@ def detect_faces(rgb: np.ndarray, confidence: float = 0.5, max_side: int = 1280)
         # Relative coordinates are the same in the downscaled copy and the photo.
         boxes.append(FaceBox(b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h,
                              float(d.score[0]) if d.score else 0.0))
+    return boxes
+
+
+def _iou(a: FaceBox, b: FaceBox) -> float:
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    inter = ix * iy
+    return inter / max(a.area + b.area - inter, 1e-9)
+
+
+def _tiles(h: int, w: int, side: int) -> list[tuple[int, int]]:
+    """Top-left corners of side² tiles at 50 % overlap covering an h × w image."""
+    def starts(n):
+        last = max(n - side, 0)
+        return sorted(set(list(range(0, last + 1, side // 2)) + [last]))
+    return [(x, y) for y in starts(h) for x in starts(w)]
+
+
+def detect_faces(rgb: np.ndarray, confidence: float = 0.5, max_side: int = 1280) -> list[FaceBox]:
+    """All faces in the photo, largest first. rgb: [H, W, 3] uint8.
+
+    The full-range detector needs a face ≳ 7 % of the image side (measured on the
+    portrait); when the whole image yields nothing, overlapping tiles of 1/2 then 1/4 of
+    the shorter side are searched, so a small face in a big group photo is still found.
+    """
+    boxes = _detect(rgb, confidence, max_side)
+    h, w = rgb.shape[:2]
+    for fraction in (2, 4):
+        side = min(h, w) // fraction
+        if boxes or side < 256:
+            break
+        for x, y in _tiles(h, w, side):
+            for b in _detect(rgb[y:y + side, x:x + side], confidence, max_side):
+                boxes.append(FaceBox(b.x0 + x, b.y0 + y, b.x1 + x, b.y1 + y, b.score))
+        # Overlapping tiles see the same face more than once: keep the best-scored box.
+        kept: list[FaceBox] = []
+        for b in sorted(boxes, key=lambda b: b.score, reverse=True):
+            if all(_iou(b, k) < 0.3 for k in kept):
+                kept.append(b)
+        boxes = kept
     return sorted(boxes, key=lambda b: b.area, reverse=True)
 
 

@@ -192,3 +192,27 @@ def test_config_from_dict():
         PreprocessConfig.from_dict({"sise": 256})
     with pytest.raises(ValueError, match="pad_mode"):
         PreprocessConfig(pad_mode="mirror")
+
+
+def test_small_face_in_big_photo(portrait_array, upright, tmp_path):
+    canvas = np.full((2000, 3000, 3), 90, np.uint8)  # face ≈ 5 % of the shorter side: needs the tiles
+    canvas[1100:1612, 2100:2612] = portrait_array
+    path = tmp_path / "group.jpg"
+    Image.fromarray(canvas).save(path, quality=95)
+    pre, _ = _run(path, tmp_path / "out")
+    assert pre.n_faces == 1
+    assert _mean_dist(pre.landmarks_image - [2100, 1100, 0], upright.landmarks_image) < 3.0
+    x0, y0, x1, y1 = pre.crop_box
+    assert x1 - x0 == pytest.approx(upright.crop_box[2] - upright.crop_box[0], abs=4)
+
+
+def test_head_cut_by_top_edge(portrait_array, upright, tmp_path):
+    path = tmp_path / "tight.png"
+    Image.fromarray(np.ascontiguousarray(portrait_array[100:])).save(path)  # hair cut off at the top
+    pre, ctx = _run(path, tmp_path / "out")
+    assert [w["code"] for w in ctx.warnings] == ["head_cut"]
+    assert pre.crop_box[1] < 0  # the box leaves the photo ...
+    rows_above = int(np.floor(-pre.crop_box[1] * 512 / (pre.crop_box[3] - pre.crop_box[1])))
+    assert rows_above > 10 and (pre.crop[:rows_above, :, 3] == 0).all()  # ... and padding is background
+    assert (pre.crop[rows_above + 2:rows_above + 20, 200:300, 3] > 200).mean() > 0.5  # hair right below it
+    assert _mean_dist(pre.landmarks_image + [0, 100, 0], upright.landmarks_image) < 3.0
