@@ -115,6 +115,8 @@ class Outcome:
     error: protocol.Error | None = None
     warnings: list[protocol.Warning] = field(default_factory=list)
     stderr_tail: str = ""
+    cancel_requested: bool = False
+    """The client asked the engine to stop (a signal death then also counts as cancelled)."""
 
     @property
     def ok(self) -> bool:
@@ -122,7 +124,10 @@ class Outcome:
 
     @property
     def cancelled(self) -> bool:
-        return self.exit_code == 130 or (self.error is not None and self.error.exit_code == 130)
+        if self.exit_code == 130 or (self.error is not None and self.error.exit_code == 130):
+            return True
+        # SIGTERM before the engine installed its handler, or SIGKILL after KILL_AFTER.
+        return self.cancel_requested and self.exit_code < 0
 
     @property
     def message(self) -> str:
@@ -221,7 +226,7 @@ class EngineProcess:
     def outcome(self) -> Outcome:
         """The outcome of a finished process (call after ``finished`` or ``wait``)."""
         return Outcome(self.proc.returncode, self._result, self._error, list(self._warnings),
-                       "\n".join(self._stderr))
+                       "\n".join(self._stderr), self._cancel_at is not None)
 
     def wait(self, timeout: float | None = None) -> Outcome:
         """Wait for the process and its readers; SIGKILL follows a cancel after ``KILL_AFTER``."""

@@ -1,6 +1,8 @@
 """The sidebar panel of the 3D viewport (tab "Gen3D Face")."""
 from __future__ import annotations
 
+import os
+
 import bpy
 
 from . import jobs, preview
@@ -11,9 +13,12 @@ def draw_panel(layout, context) -> None:
     """Draw the panel into ``layout`` (a function so tests can pass a recording stand-in)."""
     settings = context.scene.gen3dface
     layout.prop(settings, "photo")
-    icon = preview.photo_icon(bpy.path.abspath(settings.photo))
-    if icon:
-        layout.template_icon(icon_value=icon, scale=6.0)
+    photo = bpy.path.abspath(settings.photo)
+    if os.path.isfile(photo):
+        # icon_id is 0 in background mode (no icon system); the UI always has one.
+        layout.template_icon(icon_value=preview.photo_icon(photo), scale=6.0)
+    elif settings.photo:
+        layout.label(text="Photo not found", icon="ERROR")
     col = layout.column(align=True)
     col.prop(settings, "backend")
     col.prop(settings, "views")
