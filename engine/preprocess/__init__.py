@@ -75,11 +75,15 @@ def run(photo_path: Path, out_dir: Path, config: PreprocessConfig, ctx: RunConte
 def _matte(loaded: LoadedImage, box, crop_rgb: np.ndarray, landmarks_crop: np.ndarray,
            config: PreprocessConfig) -> np.ndarray:
     """Alpha [S, S] uint8 for the crop."""
+    hint = None
     if loaded.alpha is not None and config.alpha_hint:
         # Outside the photo is outside the cut-out: pad the alpha with 0.
-        return crop_square(loaded.alpha, box, config.size, pad="constant", fill=0)
+        hint = crop_square(loaded.alpha, box, config.size, pad="constant", fill=0)
+        if (loaded.alpha < 128).mean() >= config.cutout_fraction:
+            return hint
     nose = landmarks_crop[1, :2]  # mediapipe index 1: nose tip, inside the face blob
-    return matte(crop_rgb, (float(nose[0]), float(nose[1])), config.matte_radius, config.matte_eps)
+    alpha = matte(crop_rgb, (float(nose[0]), float(nose[1])), config.matte_radius, config.matte_eps)
+    return alpha if hint is None else np.minimum(alpha, hint)
 
 
 def _outside_photo_is_background(alpha: np.ndarray, box, w: int, h: int, photo_path: Path,

@@ -60,8 +60,13 @@ class PreprocessConfig:
     """Regularisation of the guided filter: smaller follows image edges (hair) more closely."""
 
     alpha_hint: bool = True
-    """When the photo has real transparency, use its alpha (cropped like the photo) as the
-    matte instead of the segmenter's: the user already cut the head out."""
+    """Use the photo's own alpha. When at least ``cutout_fraction`` of the photo is
+    transparent the photo is a cut-out and its alpha IS the matte (the user already
+    removed the background); otherwise (rounded corners, a transparent frame) the
+    segmenter's matte is used, limited to where the photo is opaque."""
+
+    cutout_fraction: float = 0.05
+    """Fraction of photo pixels with alpha < 50 % above which the photo counts as a cut-out."""
 
     png_compress_level: int = 1
     """zlib level for the PNGs written to input/ (1: fast; the files are intermediates)."""

@@ -216,3 +216,17 @@ def test_head_cut_by_top_edge(portrait_array, upright, tmp_path):
     assert rows_above > 10 and (pre.crop[:rows_above, :, 3] == 0).all()  # ... and padding is background
     assert (pre.crop[rows_above + 2:rows_above + 20, 200:300, 3] > 200).mean() > 0.5  # hair right below it
     assert _mean_dist(pre.landmarks_image + [0, 100, 0], upright.landmarks_image) < 3.0
+
+
+def test_rgba_with_only_rounded_corners_uses_segmenter(portrait_array, tmp_path):
+    h, w = portrait_array.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    cx, cy = np.clip(xx, 40, w - 41), np.clip(yy, 40, h - 41)
+    opaque = (xx - cx) ** 2 + (yy - cy) ** 2 <= 40 ** 2  # a card with rounded corners: not a cut-out
+    path = tmp_path / "card.png"
+    Image.fromarray(np.dstack([portrait_array, np.where(opaque, 255, 0).astype(np.uint8)]), "RGBA").save(path)
+    pre, _ = _run(path, tmp_path / "out")
+    alpha = pre.crop[..., 3]
+    assert (alpha < 5).mean() > 0.2  # the background is cut away, not kept as an opaque square
+    nose = pre.landmarks_crop[NOSE_TIP]
+    assert alpha[int(nose[1]), int(nose[0])] == 255
