@@ -41,8 +41,19 @@ def _assert_same_model(loaded, arrays):
     assert loaded["kintree_table"][0].tolist() == [-1, 0, 1, 1, 1]
 
 
-def test_numpy_pickle_loads(tmp_path, arrays):
-    pkl = ff.write_flame_numpy(tmp_path / "flame2023.pkl", arrays)
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_numpy_pickle_loads(tmp_path, arrays, protocol):
+    pkl = ff.write_flame_numpy(tmp_path / "flame2023.pkl", arrays, protocol=protocol)
+    _assert_same_model(flame.read_flame(pkl, tmp_path / "cache"), arrays)
+
+
+def test_numpy2_module_names_load(tmp_path, arrays):
+    # A file written under numpy 2 names numpy._core.multiarray; GLOBAL text is newline-ended,
+    # so the protocol-2 bytes can be renamed in place.
+    data = pickle.dumps(arrays, protocol=2)
+    assert b"numpy.core.multiarray\n_reconstruct" in data
+    pkl = tmp_path / "flame2023.pkl"
+    pkl.write_bytes(data.replace(b"numpy.core.multiarray\n", b"numpy._core.multiarray\n"))
     _assert_same_model(flame.read_flame(pkl, tmp_path / "cache"), arrays)
 
 
