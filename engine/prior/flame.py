@@ -298,8 +298,8 @@ def skin(v_posed: Tensor, joints: Tensor, rot: Tensor, parents: list[int], weigh
     # Make each transform act on rest-pose points: subtract the rotated rest joint position.
     shift = world[..., :3, 3] - (world[..., :3, :3] @ joints.unsqueeze(-1)).squeeze(-1)
     n_b, n_j = rot.shape[:2]
-    # Blend 3×4 transforms with one matmul, then apply them elementwise: on CPU this is ~10×
-    # faster than V batched 3×3 products (measured: 170 → see report).
+    # Blend the 3×4 transforms with one matmul and apply them elementwise: V tiny batched
+    # 3×3 products are the slow path on CPU.
     blend = torch.cat([world[..., :3, :3].reshape(n_b, n_j, 9), shift], -1)  # [B, J, 12]
     per_v = (weights @ blend).view(n_b, -1, 4, 3)  # [B, V, 4, 3]: 3 matrix rows + translation
     r, t = per_v[:, :, :3], per_v[:, :, 3]
@@ -357,8 +357,8 @@ class FlameModel(nn.Module):
         returns        # [B, V, 3] or [V, 3]
         """
         batched = shape.dim() == 2
-        shape, expr = shape.reshape(-1, self.n_shape), expr.reshape(-1, self.n_expr)
-        n_b = shape.shape[0]
+        n_b = shape.shape[0] if batched else 1
+        shape, expr = shape.reshape(n_b, self.n_shape), expr.reshape(n_b, self.n_expr)
         if pose is None:
             pose = self.v_template.new_zeros(n_b, N_JOINTS, 3)
         pose = pose.reshape(-1, N_JOINTS, 3).expand(n_b, -1, -1)
@@ -382,7 +382,7 @@ class FlameModel(nn.Module):
         """
         if jaw is None:
             return self.forward(shape, expr)
-        n_b = shape.reshape(-1, self.n_shape).shape[0]
+        n_b = shape.shape[0] if shape.dim() == 2 else 1
         pose = self.v_template.new_zeros(n_b, N_JOINTS, 3)
         pose = torch.cat([pose[:, :JAW], jaw.reshape(-1, 1, 3).expand(n_b, 1, 3), pose[:, JAW + 1:]], 1)
         return self.forward(shape, expr, pose)

@@ -172,3 +172,12 @@ def test_head_model_interface_and_options(files, model):
                                rtol=0, atol=1e-6)
     big = flame.load_flame(pkl, emb, n_shape=500, n_expr=500, cache_root=cache)
     assert (big.n_shape, big.n_expr) == (300, 100)  # clamped to what the file has
+
+
+def test_zero_expression_components(files):
+    _, pkl, emb, cache = files
+    m = flame.load_flame(pkl, emb, n_shape=4, n_expr=0, cache_root=cache)
+    v = m.vertices(torch.ones(4), torch.zeros(0), torch.zeros(3))
+    vb = m.vertices(torch.ones(2, 4), torch.zeros(2, 0))
+    assert v.shape == (m.v_template.shape[0], 3) and vb.shape == (2,) + v.shape
+    torch.testing.assert_close(vb[1], v)
