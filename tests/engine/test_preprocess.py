@@ -50,6 +50,7 @@ def test_portrait(portrait_path, portrait_array, tmp_path):
     assert (alpha > 250).mean() > 0.2 and (alpha < 5).mean() > 0.2  # foreground and background
     nose = pre.landmarks_crop[NOSE_TIP]
     assert alpha[int(nose[1]), int(nose[0])] == 255 and alpha[5, 5] == 0 and alpha[5, -5] == 0
+    assert alpha[200, 20] < 5 and alpha[200, -20] < 5  # sky beside the head (inside the photo)
     # The whole face is inside the crop with room for the hair: every landmark in the middle.
     assert pre.landmarks_crop[:, :2].min() > 80 and pre.landmarks_crop[:, :2].max() < 512 - 80
     # Photo → crop mapping is the box's affine map (z scaled like x, y).

@@ -78,3 +78,13 @@ def test_load_photo_guards_without_run(tmp_path):
     Image.fromarray(np.zeros((40, 200, 3), np.uint8)).save(path)
     with pytest.raises(BadInput, match="smaller than 64"):
         load_photo(path, PreprocessConfig())
+
+
+def test_cancel_stops_before_writing(portrait_path, tmp_path):
+    from engine.errors import Cancelled
+
+    ctx = RunContext()
+    ctx.cancel()
+    with pytest.raises(Cancelled):
+        run(portrait_path, tmp_path / "out", PreprocessConfig(), ctx)
+    assert not (tmp_path / "out" / "input").exists()
