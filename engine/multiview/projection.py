@@ -17,7 +17,10 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import numpy as np
 
 from engine.context import RunContext
 from engine.errors import BadInput
+from engine.paths import cache_dir
 from recon.cameras import Camera
 from recon.export import write_glb
 from recon.raster import rasterize, vertex_normals
@@ -73,6 +77,9 @@ class ProjectionConfig:
     """Supersampling factor per axis of the rendered views (anti-aliased alpha)."""
     unwrap_padding: int = 4
     """Texels between UV charts (xatlas padding at ``texture_size``)."""
+    cache_uv: bool = True
+    """Reuse the xatlas atlas of a mesh topology (keyed by its faces) from the cache folder:
+    a fitted head keeps its template's topology, and unwrapping takes seconds."""
 
     def __post_init__(self) -> None:
         if self.n_views < 1 or self.size < 16 or self.texture_size < 16 or self.supersample < 1:
@@ -202,12 +209,33 @@ def _atlas(v, faces, prior, config: ProjectionConfig):
     """(vmap [V'], faces_split [F, 3], uvs [V', 2]): one vertex per (position, UV) pair."""
     uvs = getattr(prior, "uvs", None)
     faces_uv = getattr(prior, "faces_uv", None)
-    if uvs is None or faces_uv is None:
+    if uvs is not None and faces_uv is not None:
+        faces_uv = np.asarray(faces_uv, dtype=np.int64)
+        pairs = np.stack([faces.ravel(), faces_uv.ravel()], -1)
+        unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        return unique[:, 0], inverse.reshape(-1, 3), np.asarray(uvs, np.float32)[unique[:, 1]]
+    if not config.cache_uv:
         return unwrap(v, faces, resolution=config.texture_size, padding=config.unwrap_padding)
-    faces_uv = np.asarray(faces_uv, dtype=np.int64)
-    pairs = np.stack([faces.ravel(), faces_uv.ravel()], -1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    return unique[:, 0], inverse.reshape(-1, 3), np.asarray(uvs, np.float32)[unique[:, 1]]
+    key = hashlib.sha256(np.ascontiguousarray(faces, dtype=np.int64).tobytes())
+    key.update(f"xatlas-v1-{len(v)}-{config.texture_size}-{config.unwrap_padding}".encode())
+    path = cache_dir() / "uv" / f"{key.hexdigest()[:32]}.npz"
+    try:
+        with np.load(path) as z:
+            vmap, faces_split, uvs = z["vmap"], z["faces"], z["uvs"]
+        if faces_split.shape == faces.shape and vmap.max() < len(v) and np.array_equal(vmap[faces_split], faces):
+            log.info("UV atlas from the cache: %s", path)
+            return vmap, faces_split, uvs
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    vmap, faces_split, uvs = unwrap(v, faces, resolution=config.texture_size, padding=config.unwrap_padding)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, vmap=vmap, faces=faces_split, uvs=uvs)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache only costs time
+        log.warning("cannot cache the UV atlas in %s: %s", path.parent, exc)
+    return vmap, faces_split, uvs
 
 
 def _project(points, normals, v, faces, crop, alpha, camera, frags, config: ProjectionConfig):

@@ -46,7 +46,7 @@ def side_run(tmp_path_factory):
     cam = orbit_camera(60, 0, 0.6, 30, SIZE)
     prior = SimpleNamespace(vertices=v, faces=f, camera=cam)
     run_dir = tmp_path_factory.mktemp("proj")
-    cfg = projection.ProjectionConfig(n_views=8, size=64, texture_size=256, supersample=2)
+    cfg = projection.ProjectionConfig(n_views=8, size=64, texture_size=256, supersample=2, cache_uv=False)
     ctx = RunContext()
     res = projection.run(_crop(v, f, cam), prior, run_dir, cfg, ctx)
     return SimpleNamespace(v=v, f=f, cam=cam, prior=prior, run_dir=run_dir, cfg=cfg, res=res, ctx=ctx)
@@ -86,7 +86,7 @@ def test_mirror_fills_occluded_side(side_run, tmp_path):
     got = r.res.texture[geo.rows, geo.cols].astype(np.float32) / 255
     truth = _pattern(geo.points)
     err_mirror = np.abs(got[far] - truth[far]).mean()
-    cfg = projection.ProjectionConfig(n_views=1, size=32, texture_size=256, mirror=False)
+    cfg = projection.ProjectionConfig(n_views=1, size=32, texture_size=256, mirror=False, cache_uv=False)
     plain = projection.run(_crop(r.v, r.f, r.cam), r.prior, tmp_path, cfg, RunContext())
     got_plain = plain.texture[geo.rows, geo.cols].astype(np.float32) / 255
     err_plain = np.abs(got_plain[far] - truth[far]).mean()
@@ -111,7 +111,7 @@ def test_texture_has_no_unfilled_texels(side_run):
 def test_bad_inputs(side_run, tmp_path):
     r = side_run
     good = _crop(r.v, r.f, r.cam)
-    cfg = projection.ProjectionConfig(n_views=1, size=32, texture_size=64)
+    cfg = projection.ProjectionConfig(n_views=1, size=32, texture_size=64, cache_uv=False)
     with pytest.raises(BadInput, match="crop.png: crop must be square RGBA"):
         projection.run(good[..., :3], r.prior, tmp_path, cfg, RunContext())
     empty = good.copy()
@@ -155,3 +155,21 @@ def test_diffuse_fill_keeps_observed_and_reaches_prior():
     hair = _fill.hair_prior(v)
     assert hair[np.argmax(v[:, 2])] > 0.9 and hair[np.argmin(v[:, 2])] < 0.1
     assert hair[np.argmin(v[:, 1])] < 0.1  # the face (front) is not hair
+
+
+def test_uv_atlas_cache(side_run, tmp_path, monkeypatch):
+    """The atlas of a topology is cached and reused; a corrupt cache file is recomputed."""
+    r = side_run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = projection.ProjectionConfig(texture_size=128)
+    prior = SimpleNamespace(vertices=r.v, faces=r.f, camera=r.cam)
+    first = projection._atlas(r.v, np.asarray(r.f), prior, cfg)
+    files = list((tmp_path / "cache" / "gen3dface" / "uv").glob("*.npz"))
+    assert len(files) == 1
+    moved = SimpleNamespace(vertices=r.v * 1.1, faces=r.f, camera=r.cam)  # same topology, other shape
+    second = projection._atlas(r.v * 1.1, np.asarray(r.f), moved, cfg)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    files[0].write_bytes(b"not an npz")
+    third = projection._atlas(r.v, np.asarray(r.f), prior, cfg)
+    np.testing.assert_array_equal(third[1], first[1])
