@@ -1,0 +1,160 @@
+"""The "diffusion" multi-view backend: joint DDIM over N views (Gen3D-Face §3.2).
+
+Entry points for the engine: ``DiffusionConfig``, ``find_weights``, ``load_pipeline``,
+``run`` and ``save_pretrained`` (tests write tiny model folders with it). The model needs
+a converted checkpoint folder (``weights/convert_syncdreamer.py`` or
+``weights/convert_morphable.py``) and, for practical speed, a CUDA GPU.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import BadInput, ModelMissing
+from engine.multiview.layouts import get_layout
+from engine.multiview.views import write_views
+from weights.safeload import WeightsError
+
+from .folder import FORMAT, load_folder, save_pretrained
+from .pipeline import MultiViewOutput, MultiViewPipeline
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DiffusionConfig", "find_weights", "load_pipeline", "run", "save_pretrained",
+           "MultiViewPipeline", "MultiViewOutput", "WHERE_TO_GET"]
+
+#: Where a user gets weights (the message of exit code 3).
+WHERE_TO_GET = ("convert a checkpoint once with `python -m weights.convert_syncdreamer CKPT OUT` or "
+                "`python -m weights.convert_morphable CKPT OUT` (see docs/diffusion.md; "
+                "SyncDreamer: huggingface.co/liuyuan-pal/SyncDreamer) and put OUT in the models folder as 'multiview'")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Settings of one diffusion multi-view run."""
+
+    n_views: int = 16
+    """Target views generated jointly."""
+    size: int = 256
+    """Output view size in pixels (must match the model's image size)."""
+    steps: int = 50
+    """DDIM steps (Morphable Diffusion / Gen3D-Face: 50)."""
+    guidance: float = 2.0
+    """Classifier-free guidance scale (Morphable Diffusion: 2.0); 1.0 disables it (half the compute)."""
+    seed: int = 0
+    """Seed of the initial noise."""
+    layout: str = "gen3dface"
+    """Target-view layout: gen3dface (360°), syncdreamer, morphable (engine/multiview/layouts.py)."""
+    views_per_chunk: int = 4
+    """Views processed at once by the per-view parts (encoder, frustum nets, VAE decode)."""
+    dtype: str = "auto"
+    """auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."""
+    attention_slice: int = 0
+    """Queries per attention call (0: no slicing); bounds joint-attention memory."""
+    alpha: str = "mesh"
+    """Alpha of the views: mesh (prior silhouette, dilated), background (non-white) or both."""
+
+    def __post_init__(self):
+        if self.n_views < 1 or self.steps < 1 or self.views_per_chunk < 1:
+            raise ValueError("n_views, steps and views_per_chunk must be ≥ 1")
+        if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"dtype must be auto|fp32|fp16|bf16, got {self.dtype!r}")
+        if self.alpha not in ("mesh", "background", "both"):
+            raise ValueError(f"alpha must be mesh|background|both, got {self.alpha!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiffusionConfig":
+        """Unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown diffusion settings: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def resolve_dtype(name: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    """The torch dtype for a config name on ``device`` (half precision only on CUDA)."""
+    if isinstance(name, torch.dtype):
+        return name
+    dev = torch.device(device)
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name == "auto":
+        return torch.float16 if dev.type == "cuda" else torch.float32
+    return table[name]
+
+
+def find_weights(models_dir: str | Path | None) -> Path | None:
+    """A model folder under ``models_dir``: ``multiview/`` first, then any folder whose
+    ``model_index.json`` says it is a multi-view model. None if there is none."""
+    if models_dir is None:
+        return None
+    root = Path(models_dir).expanduser()
+    candidates = [root / "multiview", root / "gen3dface-multiview", root]
+    if root.is_dir():
+        candidates += sorted(p for p in root.iterdir() if p.is_dir())
+    for c in candidates:
+        index = c / "model_index.json"
+        try:
+            if index.is_file() and json.loads(index.read_text()).get("format") == FORMAT:
+                return c
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def load_pipeline(weights_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto") -> MultiViewPipeline:
+    """Verify and load a model folder; ``ModelMissing`` (exit 3) naming the bad file otherwise."""
+    try:
+        return load_folder(weights_dir, device=device, dtype=resolve_dtype(dtype, device))
+    except WeightsError as exc:
+        raise ModelMissing(exc.path, f"{exc.reason}; {WHERE_TO_GET}") from None
+
+
+def _check_prior(run_dir: Path, prior) -> tuple[np.ndarray, np.ndarray, object]:
+    try:
+        vertices, faces, camera = prior
+    except (TypeError, ValueError):
+        raise BadInput(run_dir / "prior", "prior must be (vertices, faces, camera)") from None
+    return np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), camera
+
+
+def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_dir: str | Path | None = None) -> Path:
+    """Generate ``config.n_views`` views around the head; write views/*.png + transforms.json.
+
+    crop_rgba: [h, w, 4] uint8 (or float in [0, 1]) square crop; prior: (vertices [V, 3],
+    faces [F, 3], the crop's ``Camera``). Returns the path of transforms.json.
+    """
+    run_dir = Path(run_dir)
+    vertices, faces, camera = _check_prior(run_dir, prior)
+    if weights_dir is None:
+        weights_dir = find_weights(ctx.models_dir)
+        if weights_dir is None:
+            raise ModelMissing(ctx.models_dir or "models folder", f"no multi-view model folder found; {WHERE_TO_GET}")
+    pipe = load_pipeline(weights_dir, ctx.device, config.dtype)
+    if pipe.image_size != config.size:
+        raise BadInput(Path(weights_dir) / "model_index.json", f"model makes {pipe.image_size}px views, config asks {config.size}px")
+    if config.attention_slice:
+        pipe.enable_attention_slicing(config.attention_slice)
+    cameras = get_layout(config.layout, config.n_views).cameras(config.size)
+    generator = torch.Generator("cpu").manual_seed(config.seed)
+
+    def on_step(p, i, t, kwargs):
+        ctx.progress(i + 1, config.steps, f"denoising step {i + 1}/{config.steps}")  # also the cancel point
+        return kwargs
+
+    try:
+        pipe.check_inputs(crop_rgba, vertices, faces, cameras)
+    except ValueError as exc:
+        bad = run_dir / ("input/crop.png" if "crop" in str(exc) else "prior")
+        raise BadInput(bad, str(exc)) from None
+    out = pipe(crop_rgba, camera, vertices, faces, cameras, num_inference_steps=config.steps,
+               guidance_scale=config.guidance, generator=generator, views_per_chunk=config.views_per_chunk,
+               alpha=config.alpha, callback_on_step_end=on_step)
+    extra = {"backend": "diffusion", "layout": config.layout, "steps": config.steps, "seed": config.seed,
+             "guidance": config.guidance, "weights": str(weights_dir)}
+    return write_views(run_dir, list(out.images), out.cameras, input_camera=camera, extra=extra)

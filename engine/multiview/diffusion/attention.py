@@ -1,0 +1,117 @@
+"""Attention pieces: depth-wise volume attention and the multi-view attention processor.
+
+* ``DepthTransformer`` (SyncDreamer): every latent pixel attends over the D depth samples
+  of its own frustum ray; injected after the UNet's middle and decoder blocks.
+* ``MultiViewAttnProcessor``: a diffusers attention processor. In self-attention layers
+  the tokens of all views of one sample (targets + input) form one sequence, so every
+  view is denoised jointly in one pass (Gen3D-Face §3.2, "3D self attention among all the
+  novel views and the input"). Cross-attention is unchanged. Installed with
+  ``unet.set_attn_processor``; the view count arrives per call through
+  ``cross_attention_kwargs={"n_views": S}``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DepthAttention(nn.Module):
+    """Query from a 2D map, keys/values from the matching frustum volume, softmax over depth."""
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int, output_bias: bool = True):
+        super().__init__()
+        inner = heads * dim_head
+        self.scale = dim_head ** -0.5
+        self.heads, self.dim_head = heads, dim_head
+        self.to_q = nn.Conv2d(query_dim, inner, 1, 1, bias=False)
+        self.to_k = nn.Conv3d(context_dim, inner, 1, 1, bias=False)
+        self.to_v = nn.Conv3d(context_dim, inner, 1, 1, bias=False)
+        self.to_out = nn.Conv2d(inner, query_dim, 1, 1, bias=output_bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x: [b, C, h, w]; context: [b, Cv, D, h, w] → [b, C, h, w]."""
+        b, _, h, w = x.shape
+        d = context.shape[2]
+        q = self.to_q(x).reshape(b, self.heads, self.dim_head, 1, h, w)
+        k = self.to_k(context).reshape(b, self.heads, self.dim_head, d, h, w)
+        v = self.to_v(context).reshape(b, self.heads, self.dim_head, d, h, w)
+        attn = ((q * k).sum(2, keepdim=True) * self.scale).softmax(dim=3)  # [b, heads, 1, D, h, w]
+        out = (v * attn).sum(3).reshape(b, self.heads * self.dim_head, h, w)
+        return self.to_out(out)
+
+
+class DepthTransformer(nn.Module):
+    """Residual depth-wise attention block (SyncDreamer's names: proj_in, proj_context, depth_attn, proj_out)."""
+
+    def __init__(self, dim: int, n_heads: int, d_head: int, context_dim: int):
+        super().__init__()
+        inner = n_heads * d_head
+        self.proj_in = nn.Sequential(nn.Conv2d(dim, inner, 1, 1), nn.GroupNorm(8, inner), nn.SiLU())
+        # no bias and ReLU: a zero volume (dropped condition) gives a zero context
+        self.proj_context = nn.Sequential(
+            nn.Conv3d(context_dim, context_dim, 1, 1, bias=False), nn.GroupNorm(8, context_dim), nn.ReLU()
+        )
+        self.depth_attn = DepthAttention(inner, context_dim, n_heads, d_head, output_bias=False)
+        self.proj_out = nn.Sequential(
+            nn.GroupNorm(8, inner), nn.ReLU(), nn.Conv2d(inner, inner, 3, 1, 1, bias=False),
+            nn.GroupNorm(8, inner), nn.ReLU(), nn.Conv2d(inner, dim, 3, 1, 1, bias=False),
+        )
+        nn.init.zeros_(self.proj_out[-1].weight)  # starts as identity, like zero_module
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x: [b, dim, h, w]; context: [b, context_dim, D, h, w]."""
+        h = self.depth_attn(self.proj_in(x), self.proj_context(context))
+        return self.proj_out(h) + x
+
+
+class MultiViewAttnProcessor:
+    """SDPA attention; self-attention joins the ``n_views`` consecutive batch items of a sample.
+
+    joint: off → plain per-view attention (the ablation in the tests).
+    max_tokens: joint attention only where a view has ≤ this many tokens (0: everywhere);
+        a memory/speed knob, the highest-resolution layers cost the most (O((S·L)²)).
+    slice_size: queries per SDPA call (attention slicing to bound memory); None = all at once.
+    """
+
+    def __init__(self, joint: bool = True, max_tokens: int = 0, slice_size: int | None = None):
+        self.joint, self.max_tokens, self.slice_size = joint, max_tokens, slice_size
+
+    def _sdpa(self, q, k, v):
+        if not self.slice_size or q.shape[2] <= self.slice_size:
+            return F.scaled_dot_product_attention(q, k, v)
+        parts = [F.scaled_dot_product_attention(q[:, :, i:i + self.slice_size], k, v)
+                 for i in range(0, q.shape[2], self.slice_size)]
+        return torch.cat(parts, 2)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, n_views: int = 1):
+        residual = hidden_states
+        ndim = hidden_states.ndim
+        if ndim == 4:
+            b4, c4, h4, w4 = hidden_states.shape
+            hidden_states = hidden_states.view(b4, c4, h4 * w4).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        batch, tokens, _ = hidden_states.shape
+        is_self = encoder_hidden_states is None
+        context = hidden_states if is_self else encoder_hidden_states
+        if not is_self and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        joint = is_self and self.joint and n_views > 1 and (self.max_tokens <= 0 or tokens <= self.max_tokens)
+        groups = batch // n_views if joint else batch
+        if joint and batch % n_views:
+            raise ValueError(f"batch {batch} is not a multiple of n_views {n_views}")
+        head_dim = q.shape[-1] // attn.heads
+
+        def heads(t):  # [batch, L, H·d] → [groups, H, (batch/groups)·L, d]
+            return t.reshape(groups, -1, attn.heads, head_dim).transpose(1, 2)
+
+        out = self._sdpa(heads(q), heads(k), heads(v))
+        out = out.transpose(1, 2).reshape(batch, tokens, attn.heads * head_dim).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if ndim == 4:
+            out = out.transpose(-1, -2).reshape(b4, c4, h4, w4)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor

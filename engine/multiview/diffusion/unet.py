@@ -1,0 +1,77 @@
+"""One UNet pass over all views with the depth-wise volume conditions.
+
+diffusers' ``UNet2DConditionModel`` runs unchanged except that, as in SyncDreamer's
+``DepthWiseAttention``, a ``DepthTransformer`` is applied after the middle block and after
+every decoder layer of the up blocks that have attention. diffusers' own forward has no
+hook between the layers of an up block, so this walks its sub-modules in the same order
+(down blocks → mid block → per-layer up blocks → out conv). Supported block types: the
+Stable Diffusion ones (CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn,
+UpBlock2D, CrossAttnUpBlock2D).
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from .attention import MultiViewAttnProcessor
+from .conditioner import MultiViewConditioner, condition_slots
+
+
+def install_processors(unet: UNet2DConditionModel, processor: MultiViewAttnProcessor) -> None:
+    """Every attention layer of ``unet`` uses ``processor`` (joint in self-attention)."""
+    unet.set_attn_processor(processor)
+
+
+def _run_up_block(block, h, skips, emb, context, kwargs, conditions, volume):
+    """Layers of one up block; ``conditions``: one DepthTransformer per layer, or None."""
+    attentions = getattr(block, "attentions", None)
+    for i, resnet in enumerate(block.resnets):
+        h = torch.cat([h, skips[-1]], 1)
+        skips = skips[:-1]
+        h = resnet(h, emb)
+        if attentions is not None:
+            h = attentions[i](h, encoder_hidden_states=context, cross_attention_kwargs=kwargs, return_dict=False)[0]
+        if i == len(block.resnets) - 1 and block.upsamplers is not None:
+            for up in block.upsamplers:
+                h = up(h)
+        if conditions is not None:
+            h = conditions[i](h, volume[h.shape[-1]])
+    return h, skips
+
+
+def unet_forward(
+    unet: UNet2DConditionModel,
+    cond: MultiViewConditioner,
+    sample: torch.Tensor,
+    timesteps: torch.Tensor,
+    context: torch.Tensor,
+    volume: dict[int, torch.Tensor],
+    n_views: int,
+) -> torch.Tensor:
+    """Noise prediction for a batch of views.
+
+    sample: [B·S, in_channels, r, r] (noisy latent ⊕ input latent); timesteps: [B·S];
+    context: [B·S, 1, context_dim]; volume: {width: [B·S, C, D, width, width]} frustum features;
+    n_views: S, views per sample that attend to each other. Returns [B·S, 4, r, r].
+    """
+    kwargs = {"n_views": n_views}
+    emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
+    h = unet.conv_in(sample)
+    skips: tuple[torch.Tensor, ...] = (h,)
+    for block in unet.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            h, res = block(h, temb=emb, encoder_hidden_states=context, cross_attention_kwargs=kwargs)
+        else:
+            h, res = block(h, temb=emb)
+        skips += res
+    h = unet.mid_block(h, emb, encoder_hidden_states=context, cross_attention_kwargs=kwargs)
+    h = cond.middle_conditions(h, volume[h.shape[-1]])
+    per_block: dict[int, list] = {}
+    slots = condition_slots(cond.config.unet_block_out_channels, cond.config.unet_layers_per_block, cond.latent)
+    for k, (b, _, _, _) in enumerate(slots):
+        per_block.setdefault(b, []).append(cond.output_conditions[k])
+    for b, block in enumerate(unet.up_blocks):
+        h, skips = _run_up_block(block, h, skips, emb, context, kwargs, per_block.get(b), volume)
+    if unet.conv_norm_out is not None:
+        h = unet.conv_act(unet.conv_norm_out(h))
+    return unet.conv_out(h)
