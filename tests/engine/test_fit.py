@@ -1,0 +1,115 @@
+"""Landmark fitting recovers known cameras and coefficients; divergence falls back with a warning."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.context import RunContext
+from engine.prior import template
+from engine.prior.fit import FitConfig, Intrinsics, fit_landmarks, umeyama
+from recon.cameras import Camera, look_at
+
+from .flame_fixtures import make_flame_arrays, write_embedding, write_flame_numpy
+
+S = 512
+
+
+@pytest.fixture(scope="module")
+def head():
+    return template.TemplateHead(template.generate())
+
+
+def _observe(points: np.ndarray, cam: Camera, noise: float, seed: int = 0) -> np.ndarray:
+    """[478, 3] mediapipe-like landmarks: pixels + relative depth in the same scale."""
+    uv, depth = cam.project(points)
+    z = (depth - depth.mean()) * cam.fx / depth.mean()
+    return np.concatenate([uv, z[:, None]], 1) + np.random.default_rng(seed).normal(0, noise, (len(points), 3))
+
+
+def _rot_err_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))
+
+
+def _true_camera() -> Camera:
+    f = 1.2 * S
+    return Camera(look_at(np.array([0.12, -0.55, 0.06]), np.array([0.01, 0.0, 0.0])), f, f, S / 2 + 3, S / 2 - 5, S, S)
+
+
+def test_umeyama_recovers_similarity():
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(50, 3))
+    r, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    r *= np.sign(np.linalg.det(r))
+    dst = 2.5 * src @ r.T + np.array([1.0, -2.0, 3.0])
+    s, r2, t = umeyama(src, dst, np.ones(50))
+    assert s == pytest.approx(2.5) and np.allclose(r2, r) and np.allclose(t, [1, -2, 3])
+
+
+def test_template_recovers_known_parameters(head):
+    rng = np.random.default_rng(0)
+    shape, expr, jaw = rng.normal(0, 0.7, head.n_shape), rng.normal(0, 0.5, head.n_expr), np.array([0.12, 0, 0])
+    with torch.no_grad():
+        v = head.vertices(*(torch.tensor(a, dtype=torch.float32) for a in (shape, expr, jaw)))
+        truth = head.all_landmarks(v).numpy().astype(np.float64)
+    cam = _true_camera()
+    obs = _observe(truth, cam, noise=0.3)
+    ctx = RunContext()
+    fit = fit_landmarks(head, obs, Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, S), FitConfig(), ctx)
+    assert not fit.diverged and not ctx.warnings
+    assert _rot_err_deg(fit.camera.c2w[:3, :3], cam.c2w[:3, :3]) < 2.0
+    with torch.no_grad():
+        fitted = head.all_landmarks(torch.as_tensor(fit.vertices)).numpy()
+    uv_fit, _ = fit.camera.project(fitted[:468])
+    uv_true, _ = cam.project(truth[:468])
+    assert np.sqrt(((uv_fit - uv_true) ** 2).sum(1).mean()) < 1.0
+    assert np.abs(fit.shape - shape).max() < 0.6  # overall head size trades against distance
+    assert np.abs(fit.expr - expr).max() < 0.3
+    assert abs(fit.jaw[0] - jaw[0]) < 0.03
+    assert np.linalg.norm(fit.camera.center - cam.center) < 0.02
+    assert fit.camera.w == S and fit.camera.h == S and fit.camera.cx == cam.cx
+
+
+def test_flame_fixture_model(tmp_path):
+    from engine.prior.flame import load_flame
+
+    arrays = make_flame_arrays()
+    pkl = write_flame_numpy(tmp_path / "FLAME" / "generic_model.pkl", arrays)
+    emb = write_embedding(tmp_path / "FLAME" / "mediapipe_landmark_embedding.npz", arrays, n=105)
+    model = load_flame(pkl, emb, n_shape=20, n_expr=10, cache_root=tmp_path / "cache")
+    rng = np.random.default_rng(3)
+    shape, expr = rng.normal(0, 0.5, model.n_shape), rng.normal(0, 0.5, model.n_expr)
+    with torch.no_grad():
+        v = model.vertices(torch.tensor(shape, dtype=torch.float32), torch.tensor(expr, dtype=torch.float32))
+        lm = model.landmarks(v).numpy().astype(np.float64)
+    full = np.zeros((478, 3))
+    full[model.landmark_ids] = lm
+    cam = _true_camera()
+    obs = _observe(full, cam, noise=0.2)
+    fit = fit_landmarks(model, obs, Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, S), FitConfig(refine_focal=False))
+    assert not fit.diverged
+    assert _rot_err_deg(fit.camera.c2w[:3, :3], cam.c2w[:3, :3]) < 2.0
+    with torch.no_grad():
+        fitted = model.landmarks(torch.as_tensor(fit.vertices)).numpy()
+    uv_fit, _ = fit.camera.project(fitted)
+    uv_true, _ = cam.project(lm)
+    assert np.sqrt(((uv_fit - uv_true) ** 2).sum(1).mean()) < 1.0
+
+
+@pytest.mark.parametrize("kind", ["nan", "garbage", "collapsed"])
+def test_divergence_falls_back_and_warns(head, kind):
+    rng = np.random.default_rng(7)
+    if kind == "nan":
+        obs = np.full((478, 3), np.nan)
+    elif kind == "garbage":
+        obs = rng.uniform(0, S, (478, 3))
+    else:
+        obs = np.full((478, 3), 100.0)
+    ctx = RunContext()
+    fit = fit_landmarks(head, obs, Intrinsics(600.0, 600.0, S / 2, S / 2, S), FitConfig(), ctx)
+    assert fit.diverged
+    assert [w["code"] for w in ctx.warnings] == ["fit_diverged"]
+    assert np.all(fit.shape == 0) and np.all(np.isfinite(fit.vertices))
+    assert fit.camera.center[1] < -0.2 and abs(fit.camera.center[0]) < 1e-9  # frontal, on −Y
+    uv, depth = fit.camera.project(np.zeros((1, 3)))
+    assert np.allclose(uv, [[S / 2, S / 2]]) and depth[0] > 0
