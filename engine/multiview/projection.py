@@ -18,6 +18,7 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import zipfile
@@ -125,8 +126,9 @@ def run(
     crop_rgba: uint8 [S, S, 4] (straight alpha = the matte).
     prior: has ``vertices`` [V, 3], ``faces`` [F, 3], ``camera`` (the input camera, Camera) and
         optionally ``uvs`` [V', 2] + ``faces_uv`` [F, 3] and ``landmarks_crop`` [478, 2|3].
-    landmarks: mediapipe landmarks in crop pixels (overrides ``prior.landmarks_crop``); used
-        for the skin and hair colours.
+    landmarks: mediapipe landmarks [478, 2|3] in crop pixels, for the skin and hair colours;
+        None: ``prior.landmarks_crop``, else the "crop" points of ``run_dir/input/landmarks.json``
+        (written by preprocess), else colours from the mesh's frontal points.
     """
     run_dir = Path(run_dir)
     total = 6
@@ -145,7 +147,7 @@ def run(
     ver_c, ver_w = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
     # 3. Skin and hair colours; the fill diffused over the mesh from what the photo saw.
     ctx.progress(2, total, "filling the unseen side")
-    lm = landmarks if landmarks is not None else getattr(prior, "landmarks_crop", None)
+    lm = _landmarks(landmarks, prior, run_dir)
     frontal = ver_c[_frontal(ver_w, normals)]
     skin, hair, found = _fill.skin_and_hair(crop, alpha, None if lm is None else np.asarray(lm), frontal)
     if not found:
@@ -203,6 +205,23 @@ def _check_inputs(crop_rgba, prior, run_dir: Path) -> tuple[np.ndarray, np.ndarr
     if (camera.w, camera.h) != (s, s):
         camera = camera.resized(s, s)
     return to_float(a[..., :3]), alpha, camera
+
+
+def _landmarks(landmarks, prior, run_dir: Path) -> np.ndarray | None:
+    """Crop-pixel landmarks [478, 2|3] from the argument, the prior or input/landmarks.json (or None)."""
+    if landmarks is not None:
+        return np.asarray(landmarks, dtype=np.float64)
+    if getattr(prior, "landmarks_crop", None) is not None:
+        return np.asarray(prior.landmarks_crop, dtype=np.float64)
+    path = run_dir / "input" / "landmarks.json"
+    try:
+        lm = np.asarray(json.loads(path.read_text())["crop"], dtype=np.float64)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable landmarks (%s); colours from the mesh instead", path, exc)
+        return None
+    return lm if lm.ndim == 2 and lm.shape[0] == 478 and lm.shape[1] >= 2 else None
 
 
 def _atlas(v, faces, prior, config: ProjectionConfig):
