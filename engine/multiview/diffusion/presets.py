@@ -14,25 +14,7 @@ from . import clip
 from .conditioner import MultiViewConditioner
 from .config import ConditionerConfig
 from .pipeline import MultiViewPipeline
-
-#: SD-1.5 / zero123 UNet (diffusers names) with SyncDreamer's 8 input channels.
-SD15_UNET = dict(
-    sample_size=32, in_channels=8, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-)
-#: SD VAE (ldm ``ddconfig``: ch 128, ch_mult 1,2,4,4, z 4).
-SD_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=256,
-    block_out_channels=(128, 256, 512, 512), scaling_factor=0.18215,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-)
-#: ldm's scaled-linear schedule (β 0.00085 → 0.012, 1000 steps), SyncDreamer's DDIM.
-SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-)
+from weights.architectures import SCHEDULER, SD15_UNET, SD_VAE  # noqa: F401 - re-exported
 
 TINY_UNET = dict(
     sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
@@ -73,7 +55,7 @@ def tiny_pipeline(seed: int = 0, n_views: int = 4, size: int = 64, with_clip: bo
     cond = MultiViewConditioner(cfg, latent=size // 8)
     _randomise_zero_params(cond, torch.Generator().manual_seed(seed + 1))
     encoder = clip.build(clip.tiny_config(cfg.clip_dim)) if with_clip and clip.available() else None
-    return MultiViewPipeline(unet, vae, DDIMScheduler(**SCHEDULER), cond, encoder, image_size=size)
+    return MultiViewPipeline(unet, vae, DDIMScheduler.from_config(SCHEDULER), cond, encoder, image_size=size)
 
 
 def full_pipeline(n_views: int = 16, size: int = 256, with_clip: bool = False, **overrides) -> MultiViewPipeline:
@@ -86,4 +68,4 @@ def full_pipeline(n_views: int = 16, size: int = 256, with_clip: bool = False, *
     if with_clip and clip.available():
         encoder = clip.build(dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                                   image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu"))
-    return MultiViewPipeline(unet, vae, DDIMScheduler(**SCHEDULER), cond, encoder, image_size=size)
+    return MultiViewPipeline(unet, vae, DDIMScheduler.from_config(SCHEDULER), cond, encoder, image_size=size)

@@ -1,0 +1,77 @@
+"""Checkpoint → model folder, shared by convert_syncdreamer / convert_morphable.
+
+Writes the folder format of ``engine/multiview/diffusion/folder.py`` (model_index.json,
+per-component config.json + safetensors with sha256) without importing the engine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .architectures import SCHEDULER, SD15_UNET, SD_VAE
+from .ckpt import load_state_dict
+from .ldm_keys import (CONDITIONER_PREFIXES, DROPPED_PREFIXES, UNET_PREFIX, VAE_PREFIX, is_vae_attention_matrix,
+                       unet_ldm_name, vae_ldm_name)
+from .safeload import WeightsError, save_safetensors
+
+log = logging.getLogger(__name__)
+FORMAT = "gen3dface-multiview"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def _expected_keys(cls, config: dict) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        model = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def split_checkpoint(state: dict[str, torch.Tensor], unet_cfg: dict, vae_cfg: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """Map every checkpoint key to (component, our key); unknown keys are an error."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    out: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "vae": {}, "conditioner": {}}
+    unet_names = {UNET_PREFIX + unet_ldm_name(k, unet_cfg): k for k in _expected_keys(UNet2DConditionModel, unet_cfg)}
+    vae_names = {VAE_PREFIX + vae_ldm_name(k, vae_cfg): k for k in _expected_keys(AutoencoderKL, vae_cfg)}
+    unknown = []
+    for key, value in state.items():
+        cond = next((p for p in CONDITIONER_PREFIXES if key.startswith(p)), None)
+        if cond is not None:
+            out["conditioner"][CONDITIONER_PREFIXES[cond] + key[len(cond):]] = value
+        elif key in unet_names:
+            out["unet"][unet_names[key]] = value
+        elif key in vae_names:
+            ours = vae_names[key]
+            out["vae"][ours] = value[:, :, 0, 0] if is_vae_attention_matrix(ours) and value.dim() == 4 else value
+        elif key.startswith(DROPPED_PREFIXES) or key.startswith(VAE_PREFIX + "loss"):
+            continue
+        else:
+            unknown.append(key)
+    if unknown:
+        raise WeightsError("checkpoint", f"{len(unknown)} keys have no mapping (e.g. {unknown[0]})")
+    return out
+
+
+def convert(ckpt: str | Path, out: str | Path, conditioner_cfg: dict, unet_cfg: dict = SD15_UNET,
+            vae_cfg: dict = SD_VAE, image_size: int = 256, state: dict | None = None) -> Path:
+    """Convert ``ckpt`` (or an already loaded ``state``) into the model folder ``out``."""
+    state = load_state_dict(ckpt) if state is None else state
+    parts = split_checkpoint(state, unet_cfg, vae_cfg)
+    out = Path(out)
+    configs = {"unet": dict(unet_cfg, _class_name="UNet2DConditionModel"),
+               "vae": dict(vae_cfg, _class_name="AutoencoderKL"),
+               "conditioner": dict(conditioner_cfg, _class_name="MultiViewConditioner")}
+    digests = {}
+    for name, tensors in parts.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "config.json").write_text(json.dumps(configs[name], indent=1, default=list))
+        digests[f"{name}/{WEIGHTS_NAME}"] = save_safetensors(tensors, out / name / WEIGHTS_NAME)
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER, indent=1))
+    index = {"_class_name": "MultiViewPipeline", "format": FORMAT, "format_version": 1, "image_size": image_size,
+             "components": sorted(parts), "sha256": digests, "converted_from": str(ckpt)}
+    (out / "model_index.json").write_text(json.dumps(index, indent=1))
+    log.info("wrote %s (%s)", out, ", ".join(f"{k}: {len(v)} tensors" for k, v in parts.items()))
+    return out
