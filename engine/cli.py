@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # mediapipe's TensorFlow Lite and glog chatter, set before it is imported
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     emit = JsonLines() if args.json else ProgressBar()
     ctx = RunContext(emit=emit)
     _watch_cancel(ctx)

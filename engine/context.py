@@ -41,7 +41,7 @@ class RunContext:
     def warn(self, code: str, message: str) -> None:
         """Record a warning for result.json and tell the client; the run goes on."""
         self.warnings.append({"code": code, "message": message, "stage": self.stage_name})
-        log.warning("%s: %s", code, message)
+        log.info("warning %s: %s", code, message)  # the event is the user-facing channel
         self._send(protocol.Warning(code=code, message=message))
 
     def progress(self, step: int, total: int, message: str = "") -> None:
