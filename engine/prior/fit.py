@@ -12,8 +12,17 @@ translation T, so c2w = [Rᵀ | −RᵀT].
    shape, expression and jaw: Levenberg–Marquardt (exact forward-mode Jacobian, ~30
    parameters) on a Huber loss (IRLS) of the 2D reprojection (+ a small
    weight on the relative depth), face-contour points down-weighted (their image position
-   slides along the silhouette), Gaussian priors on every coefficient and on log-focal.
-3. Divergence (non-finite values, a large residual, an absurd distance or focal) → the
+   slides along the silhouette), Gaussian priors on every coefficient and on log-focal,
+   and a soft limit at ``coeff_limit`` standard deviations.
+3. Noise-adaptive prior (empirical Bayes): the RMS residual σ̂ of that fit measures how well
+   the model *can* explain these landmarks (mediapipe noise + what the model lacks, e.g. a
+   broad smile's raised cheeks). The MAP weight of a unit-variance prior against a mean
+   squared residual is σ²/N; landmark errors are strongly correlated, so N is an effective
+   count (``prior_landmarks``), not 468. When σ̂²/N exceeds the configured weights the joint
+   stage is refined with it: clean landmarks keep fine detail, noisy ones stop feeding
+   unexplained error into depth-like coefficients (the nose length trades against yaw in
+   2D, and a long, pointed nose was the visible result).
+4. Divergence (non-finite values, a large residual, an absurd distance or focal) → the
    mean head seen by a frontal camera, and a ``fit_diverged`` warning.
 """
 from __future__ import annotations
@@ -55,9 +64,19 @@ class FitConfig:
     contour_weight: float = 0.3
     """Weight of the face-oval landmarks (they slide along the silhouette with the pose)."""
     shape_prior: float = 0.002
-    """Weight of ‖shape‖² (coefficients are in standard deviations)."""
+    """Minimum weight of ‖shape‖² (coefficients are in standard deviations)."""
     expr_prior: float = 0.002
-    """Weight of ‖expression‖²."""
+    """Minimum weight of ‖expression‖²."""
+    prior_landmarks: float = 30.0
+    """Effective number of independent landmarks N: the shape/expression weights become at
+    least σ̂²/N, σ̂ = RMS residual (px at 512) of the first joint fit. 0 disables the refit."""
+    adaptive_iterations: int = 15
+    """Levenberg–Marquardt iterations of the refit with the noise-adaptive weights."""
+    coeff_limit: float = 2.5
+    """Soft limit on |shape|, |expression| (standard deviations): beyond it a steep quadratic
+    wall (``limit_weight``) keeps the head within plausible human variation."""
+    limit_weight: float = 50.0
+    """Weight of (|c| − coeff_limit)² beyond the limit."""
     jaw_prior: float = 20.0
     """Weight of ‖jaw‖² (radians); sideways jaw components cost 10× more, a closed-past-rest jaw 100×."""
     focal_prior: float = 10.0
@@ -151,11 +170,20 @@ class _Problem:
         self.x = torch.zeros(int(offsets[-1]), dtype=torch.float64)
         self.r0 = torch.eye(3, dtype=torch.float64)
         self.robust = torch.ones(len(ids), dtype=torch.float64)  # IRLS weights (Huber)
+        self.set_priors(cfg.shape_prior, cfg.expr_prior)
+        limited = torch.zeros(len(self.x), dtype=torch.bool)
+        limited[self.slices["shape"]] = True
+        limited[self.slices["expr"]] = True
+        self.limited = limited
+
+    def set_priors(self, shape_weight: float, expr_weight: float) -> None:
+        """Gaussian prior weights (loss w·c²) on the coefficient blocks."""
+        cfg, model = self.cfg, self.model
         jaw_w = torch.tensor([1.0, 10.0, 10.0], dtype=torch.float64) * cfg.jaw_prior
         self.prior_sqrt = torch.sqrt(2 * torch.cat([
             torch.zeros(6, dtype=torch.float64), torch.full((1,), cfg.focal_prior, dtype=torch.float64),
-            torch.full((model.n_shape,), cfg.shape_prior, dtype=torch.float64),
-            torch.full((model.n_expr,), cfg.expr_prior, dtype=torch.float64), jaw_w]))
+            torch.full((model.n_shape,), shape_weight, dtype=torch.float64),
+            torch.full((model.n_expr,), expr_weight, dtype=torch.float64), jaw_w]))
 
     def part(self, x: Tensor, name: str) -> Tensor:
         return x[self.slices[name]]
@@ -195,8 +223,9 @@ class _Problem:
         w = torch.sqrt(self.w * self.robust / self.w.sum())
         jaw0 = self.part(x, "jaw")[:1]
         closed_past_rest = torch.sqrt(torch.tensor(200.0 * self.cfg.jaw_prior)) * torch.relu(-jaw0)
+        beyond = torch.relu(x[self.limited].abs() - self.cfg.coeff_limit)
         return torch.cat([(w[:, None] * r2d).reshape(-1), math.sqrt(self.cfg.depth_weight) * w * rz,
-                          self.prior_sqrt * x, closed_past_rest])
+                          self.prior_sqrt * x, closed_past_rest, math.sqrt(2 * self.cfg.limit_weight) * beyond])
 
     def update_robust(self) -> None:
         """Huber as iteratively reweighted least squares: w = min(1, δ / |r|) per landmark."""
@@ -233,6 +262,27 @@ class _Problem:
                 lam *= 4
             if not improved or (cost - new_cost) < 1e-10 * max(cost, 1e-12):
                 break
+
+    def weighted_rms(self) -> float:
+        """RMS 2D residual (px at 512) with the landmark weights: the noise level σ̂ the data term sees."""
+        with torch.no_grad():
+            r2d, _ = self.data_residuals(self.x)
+            return float(torch.sqrt((self.w * (r2d ** 2).sum(1)).sum() / self.w.sum()))
+
+    def adapt_priors(self) -> bool:
+        """Raise the shape/expression weights to σ̂²/N (see the module docstring, step 3).
+
+        Returns True when a weight changed (and the fit should be refined)."""
+        cfg = self.cfg
+        if cfg.prior_landmarks <= 0:
+            return False
+        noise = self.weighted_rms() ** 2 / cfg.prior_landmarks
+        shape_w, expr_w = max(cfg.shape_prior, noise), max(cfg.expr_prior, noise)
+        if shape_w == cfg.shape_prior and expr_w == cfg.expr_prior:
+            return False
+        log.debug("noise-adaptive priors: shape %.4g, expression %.4g", shape_w, expr_w)
+        self.set_priors(shape_w, expr_w)
+        return True
 
     def rms_px(self) -> float:
         """RMS 2D reprojection error over the used landmarks, crop pixels."""
@@ -323,6 +373,8 @@ def fit_landmarks(model, landmarks: np.ndarray, intr: Intrinsics, config: FitCon
                 ctx.check_cancelled()
             names = ["rot", "trans", "shape", "expr", "jaw"] + (["log_f"] if config.refine_focal else [])
             prob.solve(names, config.iterations)
+            if prob.adapt_priors():
+                prob.solve(names, config.adaptive_iterations)
     except (FloatingPointError, np.linalg.LinAlgError, torch.linalg.LinAlgError) as exc:
         return _fallback(model, intr, str(exc).splitlines()[0], ctx, t0)
     rms = prob.rms_px()

@@ -113,3 +113,34 @@ def test_divergence_falls_back_and_warns(head, kind):
     assert fit.camera.center[1] < -0.2 and abs(fit.camera.center[0]) < 1e-9  # frontal, on −Y
     uv, depth = fit.camera.project(np.zeros((1, 3)))
     assert np.allclose(uv, [[S / 2, S / 2]]) and depth[0] > 0
+
+
+def _synthetic_obs(head, shape, noise, seed=0):
+    with torch.no_grad():
+        v = head.vertices(torch.tensor(shape, dtype=torch.float32), torch.zeros(head.n_expr), None)
+        truth = head.all_landmarks(v).numpy().astype(np.float64)
+    cam = _true_camera()
+    return _observe(truth, cam, noise=noise, seed=seed), Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, S)
+
+
+def test_coefficients_soft_limited(head):
+    """A head beyond human variation (nose 5σ long) is fitted within about ``coeff_limit``."""
+    shape = np.zeros(head.n_shape)
+    shape[head.shape_names.index("nose_length")] = 5.0
+    shape[head.shape_names.index("mouth_width")] = -4.0
+    obs, intr = _synthetic_obs(head, shape, noise=0.3)
+    free = fit_landmarks(head, obs, intr, FitConfig(coeff_limit=100.0))
+    limited = fit_landmarks(head, obs, intr, FitConfig())
+    assert np.abs(free.shape).max() > 3.5  # without the limit the data pull it far out
+    assert np.abs(limited.shape).max() < 2.5 + 0.3
+    assert not limited.diverged
+
+
+def test_noisy_landmarks_get_a_stronger_prior(head):
+    """σ̂²/N: landmarks the model cannot explain shrink the coefficients instead of bending the head."""
+    rng = np.random.default_rng(5)
+    obs, intr = _synthetic_obs(head, rng.normal(0, 0.7, head.n_shape), noise=3.0, seed=5)
+    fixed = fit_landmarks(head, obs, intr, FitConfig(prior_landmarks=0))
+    adaptive = fit_landmarks(head, obs, intr, FitConfig())
+    assert np.linalg.norm(adaptive.shape) < 0.8 * np.linalg.norm(fixed.shape)
+    assert adaptive.residual_px < fixed.residual_px + 1.0  # still on the landmarks

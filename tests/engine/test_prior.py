@@ -39,6 +39,10 @@ def test_portrait_with_the_template(pre, tmp_path):
     params = json.loads((tmp_path / "prior" / "params.json").read_text())
     assert params["model"] == "template" and not params["diverged"]
     assert params["residual_px"] < 0.02 * pre.crop.shape[0]  # a few pixels on a 512 crop
+    # a natural profile: no coefficient beyond the soft limit, no long pointed ("Pinocchio") nose
+    shape = dict(zip(params["shape_names"], params["shape"]))
+    assert max(abs(c) for c in params["shape"] + params["expr"]) < 2.6
+    assert abs(shape["nose_length"]) < 1.5
     glb = trimesh.load(tmp_path / "prior" / "head.glb", force="mesh")
     assert len(glb.vertices) == len(prior.vertices)
     # the fitted head's landmarks land on the photo's landmarks through the input camera
