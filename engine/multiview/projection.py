@@ -74,8 +74,8 @@ class ProjectionConfig:
     """Visibility tolerance (metres) of the direct projection."""
     ambient: float = 0.6
     """Ambient share of the view shading (1 = unlit albedo)."""
-    supersample: int = 2
-    """Supersampling factor per axis of the rendered views (anti-aliased alpha)."""
+    supersample: int = 4
+    """Samples per pixel side on the views' silhouettes (anti-aliased alpha; 1 = hard edges)."""
     unwrap_padding: int = 4
     """Texels between UV charts (xatlas padding at ``texture_size``)."""
     cache_uv: bool = True
@@ -167,10 +167,12 @@ def run(
     layout = get_layout(config.layout, config.n_views)
     cameras = layout.cameras(config.size)
     vs, ns = v[vmap], normals[vmap]
+    closed = _is_closed(faces)
     images = []
-    for i, cam in enumerate(cameras):
+    for cam in cameras:
         ctx.check_cancelled()
-        images.append(render_rgba(vs, faces_split, uvs, ns, texture8, cam, ambient=config.ambient, ss=config.supersample))
+        images.append(render_rgba(vs, faces_split, uvs, ns, texture8, cam, ambient=config.ambient,
+                                  ss=config.supersample, closed=closed))
     ctx.progress(4, total, "writing views")
     extra = {"backend": "projection", "layout": layout.name,
              "azimuths": list(layout.azimuths), "elevations": list(layout.elevations)}
@@ -274,6 +276,16 @@ def _project(points, normals, v, faces, crop, alpha, camera, frags, config: Proj
     total = w + wm
     colour = np.where(total[:, None] > 0, (c * w[:, None] + cm * wm[:, None]) / np.maximum(total, 1e-12)[:, None], 0)
     return colour.astype(np.float32), total.astype(np.float32)
+
+
+def _is_closed(faces: np.ndarray) -> bool:
+    """Every edge shared by exactly two faces with opposite directions (closed, consistently wound)."""
+    f = np.asarray(faces, np.int64)
+    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(f.max()) + 1 if f.size else 1
+    fwd = np.unique(directed[:, 0] * n + directed[:, 1])
+    rev = np.unique(directed[:, 1] * n + directed[:, 0])
+    return len(fwd) == len(directed) and np.array_equal(fwd, rev)
 
 
 def _frontal(weight: np.ndarray, normals: np.ndarray) -> np.ndarray:

@@ -143,5 +143,8 @@ def run(pre: "Preprocessed", out_dir: Path, config: PriorConfig, ctx: RunContext
     (folder / "params.json").write_text(json.dumps(params, indent=1))
     faces = np.asarray(model.faces, dtype=np.int64)
     write_glb(folder / "head.glb", fit.vertices, faces)
+    # a model with a fixed UV layout (the template) spares later stages an unwrap per run
+    layout = getattr(model, "uv_layout", None)
+    uvs, faces_uv = layout() if layout is not None else (None, None)
     ctx.progress(3, 3, "prior done")
-    return HeadPrior(fit.vertices, faces, None, None, fit.camera, model.name, params)
+    return HeadPrior(fit.vertices, faces, uvs, faces_uv, fit.camera, model.name, params)

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 #: Target vertex count after decimating the marching-cubes surface.
 TARGET_VERTICES = 12000
+#: The template's fixed UV atlas: packed for this texture size with this gutter (texels), and
+#: xatlas' chart cost (bigger charts than its default: ~180 instead of ~440, fewer seams).
+UV_RESOLUTION = 1024
+UV_PADDING = 4
+UV_MAX_COST = 4.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,41 @@ def load_data(use_cache: bool = True) -> TemplateData:
     return data
 
 
+def uv_cache_path(data: TemplateData) -> Path:
+    return cache_dir() / "template" / f"head_v{GENERATOR_VERSION}_uv_{data.digest()[:16]}.npz"
+
+
+def load_uv(data: TemplateData, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The template's UV atlas: (uvs float32 [V', 2] in [0, 1], faces_uv int64 [F, 3]).
+
+    Fitting never changes the topology, so one xatlas unwrap of the rest mesh (~5 s) serves
+    every fitted head; it is cached beside the template, keyed by the template's digest.
+    """
+    from recon.uv import unwrap
+
+    path = uv_cache_path(data)
+    if use_cache and path.is_file():
+        try:
+            with np.load(path) as z:
+                uvs, faces_uv = z["uvs"], z["faces_uv"]
+            if faces_uv.shape == data.faces.shape and 0 <= faces_uv.min() and faces_uv.max() < len(uvs):
+                return uvs, faces_uv
+            log.warning("template UV cache %s does not match the template; rebuilding", path)
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("template UV cache %s unreadable (%s); rebuilding", path, exc)
+    _, faces_uv, uvs = unwrap(data.vertices, data.faces, resolution=UV_RESOLUTION, padding=UV_PADDING,
+                              max_cost=UV_MAX_COST)
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, uvs=uvs, faces_uv=faces_uv)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not cache the template UVs at %s: %s", path, exc)
+    return uvs, faces_uv
+
+
 def _axis_angle_matrix(aa: Tensor) -> Tensor:
     """Rodrigues: axis-angle [3] → rotation [3, 3] (differentiable, safe at 0)."""
     theta = torch.sqrt((aa * aa).sum() + 1e-12)
@@ -187,6 +227,7 @@ class TemplateHead:
         self._jw = torch.as_tensor(d.jaw_weights, **t)[:, None]
         self._pivot = torch.as_tensor(d.jaw_pivot, **t)
         self._faces_t = torch.as_tensor(d.faces, device=device, dtype=torch.long)
+        self._uv: tuple[np.ndarray, np.ndarray] | None = None
         if len(d.lmk_face_idx) != MEDIAPIPE_POINTS:
             raise ValueError(f"template data has {len(d.lmk_face_idx)} landmarks, expected {MEDIAPIPE_POINTS}")
         # landmark-only evaluation (the fitter's inner loop): the corners of the embedded
@@ -198,6 +239,12 @@ class TemplateHead:
         sub = torch.as_tensor(self._sub, device=device, dtype=torch.long)
         self._sub_v, self._sub_sb, self._sub_eb = self._v[sub], self._sb[:, sub], self._eb[:, sub]
         self._sub_jw = self._jw[sub]
+
+    def uv_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed UV atlas of the template's topology: (uvs [V', 2], faces_uv [F, 3]); see ``load_uv``."""
+        if self._uv is None:
+            self._uv = load_uv(self.data)
+        return self._uv
 
     def _deform(self, v0, sb, eb, jw, shape, expr, jaw) -> Tensor:
         v = v0 + torch.einsum("k,kvc->vc", shape.to(v0), sb) + torch.einsum("k,kvc->vc", expr.to(v0), eb)

@@ -119,3 +119,24 @@ def test_render_reads_as_a_head(data):
     assert 80 - cols.min() > cols.max() - 80 + 2
     m_front = (front < 250).any(-1)
     assert abs(m_front[:, :80].sum() - m_front[:, 80:].sum()) < 0.03 * m_front.sum()
+
+
+def test_fixed_uv_layout(tmp_path, monkeypatch, data):
+    """One atlas for the template's topology, cached by digest: no unwrap per fitted head."""
+    from recon.uv import rasterize_uv
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    uvs, faces_uv = template.load_uv(data)
+    assert faces_uv.shape == data.faces.shape and uvs.shape[1] == 2
+    assert uvs.min() >= 0 and uvs.max() <= 1
+    assert template.uv_cache_path(data).is_file()
+    # no two faces share texels (charts do not overlap): every face owns its own texels
+    fid, _ = rasterize_uv(uvs, faces_uv, 512)
+    assert 0.35 < (fid >= 0).mean() < 0.95
+    assert len(np.unique(fid[fid >= 0])) > 0.9 * len(data.faces)
+    import recon.uv
+
+    monkeypatch.setattr(recon.uv, "unwrap", lambda *a, **k: pytest.fail("the cached atlas was not used"))
+    again = template.TemplateHead(data).uv_layout()
+    np.testing.assert_array_equal(again[1], faces_uv)
+    np.testing.assert_array_equal(again[0], uvs)
