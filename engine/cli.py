@@ -44,7 +44,8 @@ def _generate_options(p: argparse.ArgumentParser, default_output: Path | None = 
     p.add_argument("-o", "--output", type=Path, required=default_output is None, default=default_output,
                    help="run directory to create" + (f" (default {default_output})" if default_output else ""))
     p.add_argument("--backend", default="auto", choices=("auto", "projection", "diffusion"))
-    p.add_argument("--views", type=int, default=16, help="number of views around the head (default 16)")
+    p.add_argument("--views", type=int, default=None,
+                   help="number of views around the head (default 16; diffusion: the model's count)")
     p.add_argument("--resolution", type=int, default=512, help="working size of crop and views in pixels")
     p.add_argument("--steps", type=int, default=50, help="diffusion DDIM steps")
     p.add_argument("--guidance", type=float, default=2.0, help="diffusion classifier-free guidance scale")

@@ -28,10 +28,10 @@ class GenerateConfig:
 
     backend: str = "auto"
     """"projection" (embedded default, CPU), "diffusion" (needs weights) or "auto"."""
-    views: int = 16
-    """Number of target views around the head."""
+    views: int | None = None
+    """Number of target views around the head (None: 16, or the diffusion model's own count)."""
     resolution: int = 512
-    """Working size in pixels of the crop and of the views (the diffusion backend uses 256)."""
+    """Working size in pixels of the crop and of the projection views (diffusion views have the model's size)."""
     steps: int = 50
     """DDIM steps of the diffusion backend."""
     guidance: float = 2.0
@@ -50,7 +50,7 @@ class GenerateConfig:
             raise BadInput(None, f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})", "usage")
         if self.recon not in RECON_MODES:
             raise BadInput(None, f"unknown recon mode {self.recon!r} (choose from {', '.join(RECON_MODES)})", "usage")
-        if not 1 <= self.views <= 64:
+        if self.views is not None and not 1 <= self.views <= 64:
             raise BadInput(None, f"views must be between 1 and 64, got {self.views}", "usage")
         if not 64 <= self.resolution <= 2048:
             raise BadInput(None, f"resolution must be between 64 and 2048, got {self.resolution}", "usage")
@@ -70,7 +70,7 @@ def _choose_backend(config: GenerateConfig, ctx: RunContext) -> tuple[str, Path 
             from .errors import ModelMissing
 
             raise ModelMissing(ctx.models_dir, "no diffusion weights found: pass --weights DIR or put a model folder "
-                               "under <models>/diffusion/ (see docs/diffusion.md)")
+                               "at <models>/multiview/ (see docs/diffusion.md)")
         return "diffusion", weights
     if weights is None:
         ctx.warn("no_diffusion_weights", f"no diffusion weights in {ctx.models_dir}; using the embedded projection "
@@ -154,15 +154,15 @@ def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfi
     if backend == "projection":
         from .multiview import projection
 
-        cfg = projection.ProjectionConfig(n_views=config.views, size=config.resolution)
-        projection.run(pre.crop, head, run_dir, cfg, ctx)
+        cfg = projection.ProjectionConfig(n_views=config.views or 16, size=config.resolution)
+        projection.run(pre.crop, head, run_dir, cfg, ctx, landmarks=pre.landmarks_crop)
         outputs["mesh"] = "mesh/head.glb"
     else:
         from .multiview import diffusion
 
         cfg = diffusion.DiffusionConfig(n_views=config.views, steps=config.steps, guidance=config.guidance,
                                         seed=config.seed)
-        diffusion.run(pre.crop, head, run_dir, cfg, ctx, weights)
+        diffusion.run(pre.crop, (head.vertices, head.faces, head.camera), run_dir, cfg, ctx, weights)
     return outputs
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +38,10 @@ WHERE_TO_GET = ("convert a checkpoint once with `python -m weights.convert_syncd
 class DiffusionConfig:
     """Settings of one diffusion multi-view run."""
 
-    n_views: int = 16
-    """Target views generated jointly."""
-    size: int = 256
-    """Output view size in pixels (must match the model's image size)."""
+    n_views: int | None = None
+    """Target views generated jointly (None: the model's own count; must match it when it has a spatial volume)."""
+    size: int | None = None
+    """Output view size in pixels (None: the model's image size; must match it)."""
     steps: int = 50
     """DDIM steps (Morphable Diffusion / Gen3D-Face: 50)."""
     guidance: float = 2.0
@@ -60,7 +60,7 @@ class DiffusionConfig:
     """Alpha of the views: mesh (prior silhouette, dilated), background (non-white) or both."""
 
     def __post_init__(self):
-        if self.n_views < 1 or self.steps < 1 or self.views_per_chunk < 1:
+        if (self.n_views is not None and self.n_views < 1) or self.steps < 1 or self.views_per_chunk < 1:
             raise ValueError("n_views, steps and views_per_chunk must be ≥ 1")
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(f"dtype must be auto|fp32|fp16|bf16, got {self.dtype!r}")
@@ -136,6 +136,8 @@ def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_d
         if weights_dir is None:
             raise ModelMissing(ctx.models_dir or "models folder", f"no multi-view model folder found; {WHERE_TO_GET}")
     pipe = load_pipeline(weights_dir, ctx.device, config.dtype)
+    config = replace(config, size=config.size or pipe.image_size,
+                     n_views=config.n_views or pipe.conditioner.config.n_views)
     if pipe.image_size != config.size:
         raise BadInput(Path(weights_dir) / "model_index.json", f"model makes {pipe.image_size}px views, config asks {config.size}px")
     if config.attention_slice:
