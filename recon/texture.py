@@ -100,11 +100,15 @@ def project_points(
     min_cos: float = 0.05,
     eps: float = 2e-3,
     frags=None,
+    cos_ramp: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Colour and weight of surface points seen in one view.
 
     points, normals: [N, 3] world; vertices/faces: the occluding mesh; image: [h, w, 3|4];
     mask: bool [h, w] (None: alpha > 0.5 for RGBA, else everything).
+    min_cos, cos_ramp: points seen more obliquely than ``min_cos`` get no weight, and the
+        weight ramps in smoothly over the next ``cos_ramp`` (0: a hard cut); grazing
+        views smear the image and mix in what lies beside the surface.
     Returns (colour float32 [N, 3], weight float32 [N], 0 where not seen).
     """
     img = to_float(image)
@@ -122,7 +126,11 @@ def project_points(
     colour = np.zeros((len(points), 3), np.float32)
     if ok.any():
         bw = sample_bilinear(border_weight(np.asarray(mask, bool), border_px)[..., None], uv[ok])[:, 0]
-        weight[ok] = (cos[ok] ** angle_power) * bw
+        ramp = 1.0
+        if cos_ramp > 0:
+            t = np.clip((cos[ok] - min_cos) / cos_ramp, 0, 1)
+            ramp = t * t * (3 - 2 * t)
+        weight[ok] = (cos[ok] ** angle_power) * bw * ramp
         colour[ok] = sample_bilinear(img[..., :3], uv[ok])
     return colour, weight
 

@@ -5,18 +5,23 @@ hallucinated back of the head (Gen3D-Face §3.2 generates 360° views): what the
 not see is filled with hair and skin colours estimated from the photo, diffused over the
 mesh so the fill meets the projected texture without seams.
 
-- ``skin_and_hair``: skin = robust median of forehead/cheek patches (mediapipe landmarks)
-  or of the frontal, squarely seen mesh points; hair = median of the matte's foreground
-  above the forehead.
-- ``hair_prior``: a smooth 0..1 "hairness" over the head from its geometry (scalp above
-  the forehead at the front, down to the nape at the back).
-- ``diffuse_fill``: per-vertex colours minimising data + prior + graph-Laplacian
-  smoothness terms (one sparse solve), i.e. a harmonic fill across the mesh, which knows
-  nothing of UV seams.
+- ``estimate_colours``: skin = robust median of forehead/cheek patches (mediapipe
+  landmarks) or of the frontal, squarely seen mesh points; hair = median of the matte's
+  foreground above the hairline and beside the face whose colour is far from the skin
+  (CIE ΔE); a scalp of skin colour is a bald head (no hair is painted).
+- ``HeadFrame`` / ``hair_prior``: where the scalp, the hairline and the ears are, from the
+  mesh geometry alone (FLAME or template).
+- ``hair_variation`` / ``scalp_colours``: the unseen head's colours per texel: hair with
+  low-frequency blotches and fine combed streaks on the scalp, skin elsewhere.
+- ``ear_gate``: ears hidden behind hair in the photo are not painted with that hair.
+- ``fill_correction`` / ``diffuse_fill``: a smooth correction that takes the fill to the
+  photo's colours where they were seen (data + decay + graph-Laplacian terms, one sparse
+  solve on the mesh, so UV seams do not exist for it); the fill keeps its own detail.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,12 +34,118 @@ FOREHEAD_IDS = (151, 108, 337, 9)
 CHEEK_IDS = (50, 280, 205, 425, 117, 346)
 #: Top of the forehead (the hairline's lowest point in the middle).
 FOREHEAD_TOP_ID = 10
-#: Used when the photo shows no hair above the forehead (cropped or bald): a neutral dark brown.
+#: Eyebrow points (both sides): hair beside the face is looked for above them.
+BROW_IDS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
+#: mediapipe FACEMESH_FACE_OVAL, in order around the face.
+FACE_OVAL_IDS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+                 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+#: Used when the photo shows nothing above the forehead (cropped): a neutral dark brown.
 DEFAULT_HAIR = np.array([0.22, 0.16, 0.12], np.float32)
+#: CIE ΔE (Lab) from the skin colour beyond which a pixel counts as hair, not (bald) skin.
+HAIR_DELTA_E = 14.0
+#: Share of the candidate pixels that must be hair-coloured for the person to count as having hair.
+MIN_HAIR_SHARE = 0.15
+
+
+@dataclass(frozen=True)
+class Colours:
+    """Skin and hair as seen in the photo.
+
+    skin, hair: float32 [3] in [0, 1]; hair_state: "seen" (hair pixels found), "bald"
+    (the scalp is skin-coloured: hair = skin) or "unknown" (nothing above the forehead:
+    the default hair colour); hair_spread: robust std of the hair's lightness (0..1 scale),
+    the amplitude of the fill's low-frequency variation.
+    """
+
+    skin: np.ndarray
+    hair: np.ndarray
+    hair_state: str
+    hair_spread: float
 
 
 def _median(colours: np.ndarray) -> np.ndarray | None:
     return None if len(colours) < 8 else np.median(colours, axis=0).astype(np.float32)
+
+
+def _skin(crop, landmarks, frontal_colours) -> np.ndarray:
+    """Median of forehead and cheek patches (landmarks), else of the frontal mesh colours."""
+    s = crop.shape[0]
+    skin = None
+    if landmarks is not None and len(landmarks) > max(FOREHEAD_IDS + CHEEK_IDS):
+        r = max(2, int(0.015 * s))
+        patches = []
+        for i in FOREHEAD_IDS + CHEEK_IDS:
+            x, y = int(landmarks[i, 0]), int(landmarks[i, 1])
+            patches.append(crop[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].reshape(-1, 3))
+        skin = _median(np.concatenate(patches))
+    if skin is None:
+        skin = _median(frontal_colours)
+    return skin if skin is not None else np.array([0.75, 0.58, 0.48], np.float32)
+
+
+def _hair_candidates(alpha: np.ndarray, landmarks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(above, beside) bool [S, S]: foreground above the hairline; beside the face above the brows.
+
+    Without landmarks: the top 15 % of the foreground (hair or hat, seen from the front).
+    The matte is eroded so its soft edge (background mixed in) does not count.
+    """
+    from scipy.ndimage import binary_erosion
+
+    s = alpha.shape[0]
+    fg = binary_erosion(alpha, iterations=max(1, s // 170))
+    rows = np.arange(s)[:, None] + 0.5
+    if landmarks is None or len(landmarks) <= max(BROW_IDS + FACE_OVAL_IDS):
+        ys = np.nonzero(alpha.any(axis=1))[0]
+        if not len(ys):
+            return np.zeros_like(alpha), np.zeros_like(alpha)
+        return fg & (rows < ys[0] + 0.15 * (ys[-1] - ys[0])), np.zeros_like(alpha)
+    from skimage.draw import polygon2mask
+
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    above_face = rows < lm[FOREHEAD_TOP_ID, 1] - 0.02 * s
+    # beside the face: above the brows and outside the (slightly grown) face oval
+    oval = lm[list(FACE_OVAL_IDS)]
+    centre = oval.mean(axis=0)
+    grown = centre + (oval - centre) * 1.06
+    inside = polygon2mask((s, s), grown[:, ::-1] - 0.5)  # (row, col) of pixel centres
+    beside = (rows < lm[list(BROW_IDS), 1].mean()) & ~inside
+    return fg & above_face, fg & beside & ~above_face
+
+
+def estimate_colours(
+    crop: np.ndarray,
+    alpha: np.ndarray,
+    landmarks: np.ndarray | None,
+    frontal_colours: np.ndarray,
+) -> Colours:
+    """Skin and hair colours from the photo (see ``Colours``).
+
+    Hair = median of the candidate pixels (``_hair_candidates``) whose colour is at least
+    ``HAIR_DELTA_E`` from the skin in CIE Lab; if too few are (a bald or shaved head, or
+    a skin-coloured hat), the scalp stays skin.
+    crop: float32 [S, S, 3] in [0, 1]; alpha: bool [S, S] foreground;
+    landmarks: [478, 2|3] crop pixels (mediapipe) or None;
+    frontal_colours: [N, 3] colours of squarely seen face points (fallback for skin).
+    """
+    from skimage.color import rgb2lab
+
+    skin = _skin(crop, landmarks, frontal_colours)
+    above, beside = _hair_candidates(alpha, landmarks)
+    if above.sum() < 8:  # the crop cuts the head at the forehead: no evidence either way
+        return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
+    cand = crop[above | beside]  # [N, 3]
+    if len(cand) < 8:
+        return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
+    lab = rgb2lab(cand[None].astype(np.float64))[0]
+    skin_lab = rgb2lab(skin[None, None].astype(np.float64))[0, 0]
+    hairy = np.linalg.norm(lab - skin_lab, axis=1) > HAIR_DELTA_E
+    if hairy.mean() < MIN_HAIR_SHARE or hairy.sum() < 8:
+        log.info("scalp colour is skin (%.0f %% of %d pixels differ): no hair", 100 * hairy.mean(), len(cand))
+        return Colours(skin, skin.copy(), "bald", 0.0)
+    hair = np.median(cand[hairy], axis=0).astype(np.float32)
+    lightness = lab[hairy, 0] / 100.0
+    q25, q75 = np.percentile(lightness, [25, 75])
+    return Colours(skin, hair, "seen", float((q75 - q25) / 1.35))
 
 
 def skin_and_hair(
@@ -43,40 +154,9 @@ def skin_and_hair(
     landmarks: np.ndarray | None,
     frontal_colours: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Skin and hair colours from the photo.
-
-    crop: float32 [S, S, 3] in [0, 1]; alpha: bool [S, S] foreground;
-    landmarks: [478, 2|3] crop pixels (mediapipe) or None;
-    frontal_colours: [N, 3] colours of squarely seen face points (fallback for skin).
-    Returns (skin [3], hair [3], hair_found).
-    """
-    s = crop.shape[0]
-    skin = None
-    top_row = None
-    if landmarks is not None and len(landmarks) > max(FOREHEAD_IDS + CHEEK_IDS):
-        r = max(2, int(0.015 * s))
-        patches = []
-        for i in FOREHEAD_IDS + CHEEK_IDS:
-            x, y = int(landmarks[i, 0]), int(landmarks[i, 1])
-            patch = crop[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
-            patches.append(patch.reshape(-1, 3))
-        skin = _median(np.concatenate(patches))
-        top_row = float(landmarks[FOREHEAD_TOP_ID, 1]) - 0.02 * s
-    if skin is None:
-        skin = _median(frontal_colours)
-    if skin is None:
-        skin = np.array([0.75, 0.58, 0.48], np.float32)
-    rows = np.nonzero(alpha.any(axis=1))[0]
-    if top_row is None and len(rows):
-        # No landmarks: the top 15 % of the foreground is hair (or hat), as seen from the front.
-        top_row = rows[0] + 0.15 * (rows[-1] - rows[0])
-    hair = None
-    if top_row is not None and top_row > 0:
-        fg = alpha[: int(top_row)]
-        hair = _median(crop[: int(top_row)][fg])
-    if hair is None:
-        return skin, DEFAULT_HAIR.copy(), False
-    return skin, hair, True
+    """(skin [3], hair [3], hair_found): ``estimate_colours`` as a tuple (hair = skin when bald)."""
+    c = estimate_colours(crop, alpha, landmarks, frontal_colours)
+    return c.skin, c.hair, c.hair_state != "unknown"
 
 
 def _smoothstep(x: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -84,23 +164,126 @@ def _smoothstep(x: np.ndarray, a: float, b: float) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def hair_prior(vertices: np.ndarray) -> np.ndarray:
-    """A smooth hairness in [0, 1] per vertex from head geometry (Blender world, face to −Y).
+#: The typical hairline: depth below the crown (in cranium half widths r) at azimuths from
+#: the face (degrees): forehead top, temples, over the ear, behind the ear, nape.
+HAIRLINE_DEG = (0.0, 55.0, 90.0, 115.0, 145.0, 180.0)
+HAIRLINE_DEPTH = (0.7, 0.95, 1.45, 2.3, 2.85, 3.0)
 
-    The cranium is approximated by a sphere of radius R = half the head's width (x extent
-    of the vertices above the lowest ear height), centred R·1.05 below the top of the head.
-    Hair starts 0.45 R above that centre at the front and 0.3 R below it at the back.
-    vertices: [V, 3]. Returns [V] float32.
+
+@dataclass(frozen=True)
+class HeadFrame:
+    """Where the scalp and ears are, from the mesh alone (Blender world, face toward −Y).
+
+    z_top: crown height; r: the cranium's half width 3 cm below the crown (above the ears);
+    centre: [2] (x, y) of the cranium at that height; ears: [K, 3] ear centres (0–2).
+    Geometry only, so it serves FLAME and the template alike.
     """
-    v = np.asarray(vertices, dtype=np.float64)
-    z_top = v[:, 2].max()
-    upper = v[v[:, 2] > z_top - 0.12 * np.ptp(v[:, 2]) - 1e-9]
-    r = 0.5 * max(np.ptp(v[:, 0]), 1e-6)
-    zc = z_top - 1.05 * r
-    yc = 0.5 * (v[:, 1].min() + v[:, 1].max()) if len(upper) == 0 else float(np.median(upper[:, 1]))
-    back = _smoothstep(v[:, 1] - yc, -0.3 * r, 0.6 * r)  # 0 at the face, 1 at the back
-    threshold = zc + r * (0.45 - 0.75 * back)
-    return _smoothstep(v[:, 2], threshold - 0.12 * r, threshold + 0.12 * r).astype(np.float32)
+
+    z_top: float
+    r: float
+    centre: np.ndarray
+    ears: np.ndarray
+
+    @classmethod
+    def from_vertices(cls, vertices: np.ndarray) -> "HeadFrame":
+        v = np.asarray(vertices, dtype=np.float64)
+        z_top = float(v[:, 2].max())
+        band = v[np.abs(v[:, 2] - (z_top - 0.03)) < 0.01]
+        band = band if len(band) >= 3 else v
+        r = 0.5 * max(float(np.ptp(band[:, 0])), 1e-6)
+        centre = np.array([0.5 * (band[:, 0].min() + band[:, 0].max()), float(np.median(band[:, 1]))])
+        # An ear is the outermost point on each side between 1.2 r and 2.2 r below the crown
+        # (ears stand off the skull); a side where nothing stands out has none to protect.
+        ears = []
+        mid = (v[:, 2] < z_top - 1.2 * r) & (v[:, 2] > z_top - 2.2 * r)
+        for side in (-1.0, 1.0):
+            out = side * (v[:, 0] - centre[0])
+            cand = np.nonzero(mid & (out > 0))[0]
+            if len(cand) and out[cand].max() >= 0.9 * r:
+                tip = v[cand[np.argmax(out[cand])]]
+                ears.append(tip - np.array([side * 0.12 * r, 0.0, 0.0]))
+        return cls(z_top, r, centre, np.array(ears).reshape(-1, 3))
+
+    def azimuth(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cos θ, θ) [N] of points [N, 3] around the vertical axis; θ = 0 toward the face (−Y)."""
+        dx, dy = p[:, 0] - self.centre[0], p[:, 1] - self.centre[1]
+        theta = np.arctan2(dx, -dy)
+        return np.cos(theta), theta
+
+    def ear_weight(self, p: np.ndarray) -> np.ndarray:
+        """[N] in [0, 1]: on or right around an ear (an ellipsoid ~0.6 r tall around its centre)."""
+        out = np.zeros(len(p))
+        for c in self.ears:
+            d = np.linalg.norm((p - c) / np.array([0.6, 0.45, 0.6]), axis=1) / self.r
+            out = np.maximum(out, 1 - _smoothstep(d, 0.7, 1.0))
+        return out
+
+
+def hair_prior(vertices: np.ndarray, points: np.ndarray | None = None, frame: HeadFrame | None = None) -> np.ndarray:
+    """A smooth hairness in [0, 1]: the scalp behind a typical hairline.
+
+    The hairline runs ``HAIRLINE_DEPTH`` · r below the crown at the azimuths
+    ``HAIRLINE_DEG`` from the face (``HeadFrame``), wobbling by ±0.08 r: at the forehead's
+    top at the front, over the temples, just over the ears at the sides, dropping behind
+    them to the nape (about mouth level) at the back; ~1.5 cm wide.
+    The ears stay skin.
+    vertices: [V, 3] the head; points: [N, 3] where to evaluate (None: the vertices).
+    Returns [N] float32.
+    """
+    frame = frame or HeadFrame.from_vertices(vertices)
+    p = np.asarray(vertices if points is None else points, dtype=np.float64)
+    _, theta = frame.azimuth(p)
+    line = frame.z_top - frame.r * np.interp(np.degrees(np.abs(theta)), HAIRLINE_DEG, HAIRLINE_DEPTH)
+    line = line + 0.08 * frame.r * _blobs(p, seed=7)  # a natural hairline is not a ruled line
+    hair = _smoothstep(p[:, 2] - line, -0.12 * frame.r, 0.12 * frame.r)
+    return (hair * (1 - frame.ear_weight(p))).astype(np.float32)
+
+
+def _blobs(p: np.ndarray, seed: int) -> np.ndarray:
+    """[N] smooth noise in about [−1, 1]: random 3D cosines with wavelengths 3–8 cm."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(p))
+    for wavelength in (0.08, 0.05, 0.03):
+        for _ in range(3):
+            k = rng.normal(size=3)
+            k *= 2 * np.pi / wavelength / np.linalg.norm(k)
+            out += np.cos(p @ k + rng.uniform(0, 2 * np.pi)) * wavelength / 0.08
+    return np.clip(out / 4.0, -1, 1)
+
+
+def hair_variation(points: np.ndarray, hair: np.ndarray, spread: float, frame: HeadFrame,
+                   seed: int = 0) -> np.ndarray:
+    """[N, 3] hair colour with soft variation, so the fill reads as hair, not a flat helmet.
+
+    Two deterministic (``seed``) lightness fields multiply the colour: low-frequency blobs
+    (``_blobs``) and fine streaks along the combing direction: random waves in the azimuth
+    around the crown (clumps of 1–5 mm), each fading in and out along the meridians, so
+    streaks run from the crown down and break off like strands. Their amplitude follows the
+    photo's own lightness spread of the hair (``spread``), within ±6 … ±15 %.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    _, theta = frame.azimuth(p)
+    polar = (frame.z_top - p[:, 2]) / frame.r  # 0 at the crown, ~2.6 at the nape
+    streaks = np.zeros(len(p))
+    n = 14
+    for cycles in rng.uniform(90, 400, n).round():
+        bend = rng.uniform(0.3, 1.2) * np.sin(rng.uniform(1.5, 3.5) * polar + rng.uniform(0, 2 * np.pi))
+        envelope = 0.5 + 0.5 * np.sin(rng.uniform(2, 6) * polar + rng.uniform(0, 2 * np.pi))
+        streaks += envelope * np.sin(cycles * theta + bend * cycles / 90 + rng.uniform(0, 2 * np.pi))
+    streaks *= np.sqrt(2.0 / n) * _smoothstep(polar, 0.05, 0.4)  # no pattern singularity at the crown
+    amp = float(np.clip(spread, 0.06, 0.15))
+    light = 1 + amp * (0.7 * _blobs(p, seed + 1) + 0.4 * np.clip(streaks, -1.5, 1.5))
+    return (np.asarray(hair, np.float32)[None] * light[:, None]).clip(0, 1).astype(np.float32)
+
+
+def scalp_colours(points: np.ndarray, colours: Colours, frame: HeadFrame) -> np.ndarray:
+    """[N, 3] what the unseen head looks like at ``points``: hair on the scalp, skin elsewhere
+    (skin everywhere for a bald head)."""
+    if colours.hair_state == "bald":
+        return np.broadcast_to(colours.skin, (len(points), 3)).astype(np.float32)
+    h = hair_prior(points, points, frame)[:, None]
+    return ((1 - h) * colours.skin + h * hair_variation(points, colours.hair, colours.hair_spread, frame))
 
 
 def edge_laplacian(vertices: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_matrix, float]:
@@ -121,6 +304,25 @@ def edge_laplacian(vertices: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_matr
     return (sp.diags(np.asarray(a.sum(axis=1)).ravel()) - a).tocsr(), h
 
 
+def ear_gate(points: np.ndarray, observed: np.ndarray, skin: np.ndarray, frame: HeadFrame) -> np.ndarray:
+    """[N] factor on the photo's weight: 0 on an ear whose photo colour is not skin-like.
+
+    In a frontal photo the ears are seen at grazing angles or hidden behind hair, and the
+    projection paints them with whatever covers them; ears are skin (a colour ΔE > 20 from
+    the skin is rejected, ΔE < 10 kept, smoothly between).
+    """
+    from skimage.color import rgb2lab
+
+    gate = np.ones(len(points), np.float32)
+    ear = frame.ear_weight(np.asarray(points, np.float64))
+    on = np.nonzero(ear > 0)[0]
+    if len(on):
+        lab = rgb2lab(np.asarray(observed, np.float64)[on][None])[0]
+        d = np.linalg.norm(lab - rgb2lab(np.asarray(skin, np.float64)[None, None])[0, 0], axis=1)
+        gate[on] = 1 - ear[on] * _smoothstep(d, 10.0, 20.0)
+    return gate
+
+
 def diffuse_fill(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -133,18 +335,38 @@ def diffuse_fill(
 ) -> np.ndarray:
     """Per-vertex colours: observed where seen, the prior far away, smooth in between.
 
-    Minimises Σ_i k·w_i |c_i − obs_i|² + μ Σ_i |c_i − prior_i|² + Σ_edges (h/|e|)² |c_i − c_j|²,
-    whose normal equations (k·W + μ·I + L) c = k·W·obs + μ·prior are one sparse solve.
-    With μ = (h / decay_length)² the prior takes over about ``decay_length`` metres away
-    from the last observation, whatever the mesh resolution.
+    ``prior + fill_correction(...)``, clipped to [0, 1]: the prior keeps its own detail
+    (a hairline, hair streaks) and only the difference to the photo is smoothed.
     vertices: [V, 3]; faces: [F, 3]; observed, prior: [V, 3]; weight: [V] in [0, 1].
     Returns [V, 3] float32.
+    """
+    d = fill_correction(vertices, faces, observed, weight, prior, data_strength=data_strength,
+                        decay_length=decay_length)
+    return (np.asarray(prior, np.float32) + d).clip(0, 1)
+
+
+def fill_correction(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    observed: np.ndarray,
+    weight: np.ndarray,
+    prior: np.ndarray,
+    *,
+    data_strength: float = 20.0,
+    decay_length: float = 0.03,
+) -> np.ndarray:
+    """The smooth correction d [V, 3] that takes the prior to the photo where it was seen.
+
+    Minimises Σ_i k·w_i |d_i − (obs_i − prior_i)|² + μ Σ_i |d_i|² + Σ_edges (h/|e|)² |d_i − d_j|²
+    (seamless cloning on the mesh: the Laplacian acts on the difference, not the colours),
+    whose normal equations (k·W + μ·I + L) d = k·W·(obs − prior) are one sparse solve. With
+    μ = (h / decay_length)² the correction fades about ``decay_length`` metres away from the
+    last observation, whatever the mesh resolution. Works on the mesh, so UV seams do not exist for it.
     """
     n = len(observed)
     lap, h = edge_laplacian(vertices, faces)
     mu = (h / decay_length) ** 2
     dw = data_strength * np.clip(weight, 0, 1)
     a = (sp.diags(dw + mu) + lap).tocsc()
-    rhs = dw[:, None] * observed + mu * prior
-    out = spsolve(a, rhs)
-    return np.asarray(out, dtype=np.float32).reshape(n, 3).clip(0, 1)
+    rhs = dw[:, None] * (np.asarray(observed, np.float64) - np.asarray(prior, np.float64))
+    return np.asarray(spsolve(a, rhs), dtype=np.float32).reshape(n, 3)

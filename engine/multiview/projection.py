@@ -9,11 +9,13 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
    (``recon.texture.project_points``);
 3. the side the photo does not see is read at the mirror point across the sagittal plane
    x = 0 (faces are nearly symmetric), where that point was seen;
-4. the rest (back, top, under the chin) gets hair and skin colours estimated from the photo,
-   diffused over the mesh from the seen parts (``_fill``), and blended by the projection
-   weight, so no seam shows;
-5. N views are rendered around the head (layouts) with a soft Lambert shading, written with
-   ``write_views``; the textured mesh goes to ``mesh/head.glb``.
+4. the rest gets hair (on the scalp behind the hairline, with soft variation) and skin
+   (face, ears, neck) colours estimated from the photo, plus a smooth correction on the
+   mesh that meets the projected colours (``_fill``), blended by the projection weight, so
+   no seam shows; grazing texels and non-skin colours on the ears take no photo;
+5. N views are rendered around the head (layouts) with a soft Lambert shading and
+   anti-aliased silhouettes (``_shade``), written with ``write_views``; the textured mesh
+   goes to ``mesh/head.glb``.
 """
 from __future__ import annotations
 
@@ -58,6 +60,11 @@ class ProjectionConfig:
     """View layout (``engine.multiview.layouts``): gen3dface (360°, ±40° elevation), syncdreamer, morphable."""
     angle_power: float = 2.0
     """p in the projection weight cos^p(normal, direction to the camera); higher trusts frontal texels more."""
+    min_cos: float = 0.2
+    """Surface seen more obliquely than this cosine takes nothing from the photo: grazing
+    texels smear the photo and pick up what lies beside the head (dark smudges behind the ears)."""
+    cos_ramp: float = 0.25
+    """The photo's weight ramps in smoothly over this much cosine above ``min_cos``."""
     border_px: float = 6.0
     """The weight ramps up over this many crop pixels inside the matte's border (edges mix in background)."""
     full_weight: float = 0.3
@@ -104,7 +111,8 @@ class ProjectionResult:
     """What ``run`` wrote and the texture it made.
 
     mesh_path: mesh/head.glb; transforms_path: transforms.json; texture: uint8 [T, T, 3];
-    colours: {"skin": [3], "hair": [3]} float in [0, 1] estimated from the photo.
+    colours: {"skin": [3], "hair": [3], "hair_state": "seen" | "bald" | "unknown"}, colours
+    float in [0, 1] estimated from the photo.
     """
 
     mesh_path: Path
@@ -149,15 +157,22 @@ def run(
     ctx.progress(2, total, "filling the unseen side")
     lm = _landmarks(landmarks, prior, run_dir)
     frontal = ver_c[_frontal(ver_w, normals)]
-    skin, hair, found = _fill.skin_and_hair(crop, alpha, None if lm is None else np.asarray(lm), frontal)
-    if not found:
+    cols = _fill.estimate_colours(crop, alpha, None if lm is None else np.asarray(lm), frontal)
+    skin, hair = cols.skin, cols.hair
+    if cols.hair_state == "unknown":
         ctx.warn("hair_colour_default", "no hair visible above the forehead; using a default hair colour")
-    hairness = _fill.hair_prior(v)[:, None]
-    base = (1 - hairness) * skin + hairness * hair
-    vertex_fill = _fill.diffuse_fill(v, faces, ver_c, np.clip(ver_w / config.full_weight, 0, 1), base,
-                                      decay_length=config.fill_decay)
+    frame = _fill.HeadFrame.from_vertices(v)
+    # Ears hidden behind hair in the photo would be painted with that hair: keep them skin.
+    ver_w = ver_w * _fill.ear_gate(v, ver_c, skin, frame)
+    tex_w = tex_w * _fill.ear_gate(geo.points, tex_c, skin, frame)
+    # The unseen head: hair on the scalp / skin (per texel, so the hair keeps fine streaks),
+    # plus a smooth correction on the mesh that meets the photo's colours without a seam.
+    base_v = _fill.scalp_colours(v, cols, frame)
+    correction = _fill.fill_correction(v, faces, ver_c, np.clip(ver_w / config.full_weight, 0, 1), base_v,
+                                       decay_length=config.fill_decay)
     # 4. Texture = photo where seen, fill elsewhere, blended by the projection weight.
-    fill_texels = np.einsum("nk,nkc->nc", geo.bary, vertex_fill[faces[geo.face]])
+    fill_texels = _fill.scalp_colours(geo.points, cols, frame) + np.einsum(
+        "nk,nkc->nc", geo.bary, correction[faces[geo.face]])
     blend = _fill._smoothstep(tex_w, 0.0, config.full_weight)[:, None]
     texture = np.zeros((config.texture_size, config.texture_size, 3), np.float32)
     texture[geo.rows, geo.cols] = blend * tex_c + (1 - blend) * fill_texels
@@ -181,7 +196,7 @@ def run(
     ctx.progress(5, total, "writing mesh/head.glb")
     mesh_path = write_glb(run_dir / "mesh" / "head.glb", vs, faces_split, uvs, texture8, ns)
     ctx.progress(total, total, "done")
-    colours = {"skin": skin.tolist(), "hair": hair.tolist()}
+    colours = {"skin": skin.tolist(), "hair": hair.tolist(), "hair_state": cols.hair_state}
     log.info("projection: skin %s hair %s, %d views", np.round(skin, 3), np.round(hair, 3), len(images))
     return ProjectionResult(mesh_path, transforms, texture8, colours)
 
@@ -264,7 +279,8 @@ def _project(points, normals, v, faces, crop, alpha, camera, frags, config: Proj
 
     points, normals: [N, 3]. Returns (colour [N, 3], weight [N]).
     """
-    kw = dict(angle_power=config.angle_power, border_px=config.border_px, frags=frags)
+    kw = dict(angle_power=config.angle_power, border_px=config.border_px, frags=frags,
+              min_cos=config.min_cos, cos_ramp=config.cos_ramp)
     c, w = project_points(points, normals, v, faces, crop, camera, alpha, eps=config.eps, **kw)
     if not config.mirror:
         return c, w

@@ -173,3 +173,43 @@ def test_uv_atlas_cache(side_run, tmp_path, monkeypatch):
     files[0].write_bytes(b"not an npz")
     third = projection._atlas(r.v, np.asarray(r.f), prior, cfg)
     np.testing.assert_array_equal(third[1], first[1])
+
+
+def test_bald_scalp_stays_skin_and_hair_is_found_beside_the_face():
+    skin_c, hair_c = (0.8, 0.6, 0.5), (0.3, 0.2, 0.1)
+    crop = np.zeros((100, 100, 3), np.float32)
+    crop[:] = skin_c
+    alpha = np.ones((100, 100), bool)
+    lm = np.full((478, 2), 50.0)
+    lm[_fill.FOREHEAD_TOP_ID] = (50, 25)
+    bald = _fill.estimate_colours(crop, alpha, lm, np.zeros((0, 3)))
+    assert bald.hair_state == "bald" and np.allclose(bald.hair, bald.skin)
+    # a little skin-coloured noise above the forehead is still bald; a hair-coloured top is not
+    crop[:20, ::2] = hair_c
+    mixed = _fill.estimate_colours(crop, alpha, lm, np.zeros((0, 3)))
+    assert mixed.hair_state == "seen" and np.allclose(mixed.hair, hair_c, atol=1e-6)
+
+
+def test_prior_keeps_its_detail_and_meets_the_photo():
+    """The fill corrects the prior toward the photo smoothly; the prior's own edges stay sharp."""
+    v, f = _head()
+    observed = np.tile([1.0, 0.0, 0.0], (len(v), 1))
+    weight = (v[:, 1] < -0.06).astype(float)
+    prior = np.where((v[:, 2] > 0.05)[:, None], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0])  # a sharp edge at the back
+    out = _fill.diffuse_fill(v, f, observed, weight, prior, decay_length=0.02)
+    far = v[:, 1] > 0.06
+    assert np.abs(out[far] - prior[far]).max() < 0.05
+    assert out[weight > 0, 0].min() > 0.9
+
+
+def test_ear_gate_rejects_non_skin_on_ears_only():
+    m = trimesh.creation.icosphere(subdivisions=3)
+    v = m.vertices * np.array([0.075, 0.095, 0.11])
+    frame = _fill.HeadFrame(0.11, 0.07, np.zeros(2), np.array([[0.075, 0.0, -0.02]]))
+    skin = np.array([0.8, 0.6, 0.5])
+    dark = np.tile([0.2, 0.15, 0.1], (len(v), 1))
+    gate = _fill.ear_gate(v, dark, skin, frame)
+    on_ear = frame.ear_weight(v) > 0.99
+    assert on_ear.any() and gate[on_ear].max() < 0.01
+    assert np.all(gate[frame.ear_weight(v) == 0] == 1)
+    assert np.all(_fill.ear_gate(v, np.tile(skin, (len(v), 1)), skin, frame) == 1)

@@ -8,7 +8,11 @@ import pytest
 from PIL import Image
 
 from engine.context import RunContext
-from engine.multiview import projection
+import trimesh
+
+from engine.multiview import _fill, projection
+from recon.export import BLENDER_TO_YUP
+from recon.texture import texel_geometry
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +44,18 @@ def test_portrait_chain(chain, monkeypatch, tmp_path):
     front = np.asarray(Image.open(out / meta["frames"][2]["file_path"]))  # azimuth 0
     assert front[40:56, 40:56, 3].min() == 255
     assert np.abs(front[40:56, 40:56, :3].mean((0, 1)) / 255 - skin).max() < 0.2
+    # The unseen scalp is hair, not bald skin; ears, nose and neck stay skin.
+    assert res.colours["hair_state"] == "seen"
+    frame = _fill.HeadFrame.from_vertices(head.vertices)
+    hairness = _fill.hair_prior(head.vertices, frame=frame)
+    v = head.vertices
+    back_top = (v[:, 1] > 0.05) & (v[:, 2] > 0.0)
+    assert hairness[np.argmax(v[:, 2])] > 0.95 and hairness[back_top].mean() > 0.9
+    assert hairness[np.argmin(v[:, 1])] < 0.05 and hairness[v[:, 2] < -0.1].max() < 0.05  # nose tip, neck
+    assert len(frame.ears) == 2 and hairness[frame.ear_weight(v) > 0.99].max() < 0.05
+    mesh = trimesh.load(res.mesh_path, force="mesh", process=False)
+    geo = texel_geometry(mesh.vertices @ BLENDER_TO_YUP, mesh.faces, mesh.visual.uv, mesh.faces, 256)
+    tex = res.texture[geo.rows, geo.cols].astype(np.float32) / 255
+    p = geo.points
+    back = tex[(p[:, 1] > 0.06) & (p[:, 2] > 0.02)].mean(0)
+    assert np.linalg.norm(back - hair) < 0.5 * np.linalg.norm(back - skin)
