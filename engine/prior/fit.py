@@ -9,8 +9,8 @@ translation T, so c2w = [Rᵀ | −RᵀT].
    observations lifted to 3D as (u − cx, −(v − cy), −z) pixels (mediapipe's z is a
    relative depth in pixel units, smaller = closer); the scale gives the distance f / s.
 2. Rigid refinement, then joint refinement of rotation, translation, focal (optional),
-   shape, expression and jaw: Levenberg–Marquardt (exact forward-mode Jacobian, ~30
-   parameters) on a Huber loss (IRLS) of the 2D reprojection (+ a small
+   shape, expression and jaw: Levenberg–Marquardt (~30 parameters; Jacobian by batched
+   float64 central differences for the template, forward-mode AD otherwise) on a Huber loss (IRLS) of the 2D reprojection (+ a small
    weight on the relative depth), face-contour points down-weighted (their image position
    slides along the silhouette), Gaussian priors on every coefficient and on log-focal,
    and a soft limit at ``coeff_limit`` standard deviations.
@@ -133,12 +133,12 @@ def umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[float, np.
 
 
 def so3_exp(w: Tensor) -> Tensor:
-    """Axis-angle [3] → rotation [3, 3] (Rodrigues; smooth at 0)."""
-    theta2 = (w * w).sum()
+    """Axis-angle [..., 3] → rotation [..., 3, 3] (Rodrigues; smooth at 0)."""
+    theta2 = (w * w).sum(-1)[..., None, None]
     theta = torch.sqrt(theta2 + 1e-16)
-    zero = w.new_zeros(())
-    k = torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
-                     torch.stack([-w[1], w[0], zero])])
+    zero = torch.zeros_like(w[..., 0])
+    k = torch.stack([torch.stack([zero, -w[..., 2], w[..., 1]], -1), torch.stack([w[..., 2], zero, -w[..., 0]], -1),
+                     torch.stack([-w[..., 1], w[..., 0], zero], -1)], -2)
     a = torch.where(theta2 > 1e-12, torch.sin(theta) / theta, 1 - theta2 / 6)
     b = torch.where(theta2 > 1e-12, (1 - torch.cos(theta)) / (theta2 + 1e-16), 0.5 - theta2 / 24)
     return torch.eye(3, dtype=w.dtype) + a * k + b * (k @ k)
@@ -186,46 +186,78 @@ class _Problem:
             torch.full((model.n_expr,), expr_weight, dtype=torch.float64), jaw_w]))
 
     def part(self, x: Tensor, name: str) -> Tensor:
-        return x[self.slices[name]]
+        """The ``name`` block of ``x`` [..., P] → [..., n]."""
+        return x[..., self.slices[name]]
 
     def landmarks(self, x: Tensor) -> Tensor:
-        """[L, 3] model-space landmarks for the coefficients in ``x``."""
-        args = (self.part(x, "shape").float(), self.part(x, "expr").float(), self.part(x, "jaw").float())
+        """[..., L, 3] model-space landmarks for the coefficients in ``x`` [..., P]."""
+        shape, expr, jaw = self.part(x, "shape"), self.part(x, "expr"), self.part(x, "jaw")
+        batched = getattr(self.model, "landmark_points_batch", None)  # float64, any batch shape
+        if batched is not None:
+            return batched(shape, expr, jaw)
+        if x.ndim > 1:
+            return torch.stack([self.landmarks(xi) for xi in x])
+        args = (shape.float(), expr.float(), jaw.float())
         fast = getattr(self.model, "landmark_points", None)  # optional: skips unused vertices
         lm = fast(*args) if fast is not None else self.model.landmarks(self.model.vertices(*args))
         return lm.to(torch.float64)
 
     def rotation(self, x: Tensor) -> Tensor:
+        """[..., 3, 3] camera-from-model rotation."""
         return so3_exp(self.part(x, "rot")) @ self.r0
 
     def focal(self, x: Tensor) -> Tensor:
-        return self.intr.fx * torch.exp(self.part(x, "log_f")[0])
+        """[...] focal length in pixels."""
+        return self.intr.fx * torch.exp(self.part(x, "log_f")[..., 0])
 
     def project(self, x: Tensor, lm: Tensor) -> tuple[Tensor, Tensor]:
-        """[L, 3] model points → (uv [L, 2] crop pixels, depth [L] metres)."""
-        xc = lm @ self.rotation(x).T + self.part(x, "trans")
-        depth = -xc[:, 2]
-        f = self.focal(x)
-        u = self.intr.cx + f * xc[:, 0] / depth
-        v = self.intr.cy - f * (self.intr.fy / self.intr.fx) * xc[:, 1] / depth
-        return torch.stack([u, v], 1), depth
+        """[..., L, 3] model points → (uv [..., L, 2] crop pixels, depth [..., L] metres)."""
+        xc = lm @ self.rotation(x).transpose(-1, -2) + self.part(x, "trans")[..., None, :]
+        depth = -xc[..., 2]
+        f = self.focal(x)[..., None]
+        u = self.intr.cx + f * xc[..., 0] / depth
+        v = self.intr.cy - f * (self.intr.fy / self.intr.fx) * xc[..., 1] / depth
+        return torch.stack([u, v], -1), depth
 
     def data_residuals(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(2D [L, 2], depth [L]) residuals in pixels at 512, unweighted."""
+        """(2D [..., L, 2], depth [..., L]) residuals in pixels at 512, unweighted."""
         uv, depth = self.project(x, self.landmarks(x))
-        zp = self.focal(x) * depth / depth.mean()
-        rz = (zp - zp.mean()) - (self.obs[:, 2] - self.obs[:, 2].mean())
+        zp = self.focal(x)[..., None] * depth / depth.mean(-1, keepdim=True)
+        rz = (zp - zp.mean(-1, keepdim=True)) - (self.obs[:, 2] - self.obs[:, 2].mean())
         return (uv - self.obs[:, :2]) * self.k, rz * self.k
 
     def residuals(self, x: Tensor) -> Tensor:
-        """[M] all residuals, weighted so that the loss is ½‖r‖²."""
+        """[..., M] all residuals, weighted so that the loss is ½‖r‖²."""
         r2d, rz = self.data_residuals(x)
         w = torch.sqrt(self.w * self.robust / self.w.sum())
-        jaw0 = self.part(x, "jaw")[:1]
-        closed_past_rest = torch.sqrt(torch.tensor(200.0 * self.cfg.jaw_prior)) * torch.relu(-jaw0)
-        beyond = torch.relu(x[self.limited].abs() - self.cfg.coeff_limit)
-        return torch.cat([(w[:, None] * r2d).reshape(-1), math.sqrt(self.cfg.depth_weight) * w * rz,
-                          self.prior_sqrt * x, closed_past_rest, math.sqrt(2 * self.cfg.limit_weight) * beyond])
+        jaw0 = self.part(x, "jaw")[..., :1]
+        closed_past_rest = math.sqrt(200.0 * self.cfg.jaw_prior) * torch.relu(-jaw0)
+        beyond = torch.relu(x[..., self.limited].abs() - self.cfg.coeff_limit)
+        lead = x.shape[:-1]
+        return torch.cat([(w[:, None] * r2d).reshape(*lead, -1), math.sqrt(self.cfg.depth_weight) * w * rz,
+                          self.prior_sqrt * x, closed_past_rest, math.sqrt(2 * self.cfg.limit_weight) * beyond], -1)
+
+    def jacobian(self, x: Tensor, active: Tensor) -> Tensor:
+        """d residuals / d x[active]: [M, P].
+
+        Models with a batched float64 landmark function (the template) get central
+        differences in one batched call (exact to ~1e-9 here, and no torch.func: its first
+        use costs ~1.7 s of imports per process); others forward-mode AD (``jacfwd``).
+        """
+        n = len(active)
+        if getattr(self.model, "landmark_points_batch", None) is not None:
+            h = 1e-6
+            xs = x.repeat(2 * n, 1)
+            rows = torch.arange(n)
+            xs[rows, active] += h
+            xs[rows + n, active] -= h
+            r = self.residuals(xs)
+            return ((r[:n] - r[n:]) / (2 * h)).T
+
+        def sub(z: Tensor) -> Tensor:
+            return self.residuals(torch.index_put(x, (active,), z))
+
+        return torch.func.jacfwd(sub)(x[active])
 
     def update_robust(self) -> None:
         """Huber as iteratively reweighted least squares: w = min(1, δ / |r|) per landmark."""
@@ -242,12 +274,8 @@ class _Problem:
             if it % 3 == 0:
                 self.update_robust()
             x = self.x
-
-            def sub(z: Tensor) -> Tensor:
-                return self.residuals(torch.index_put(x, (active,), z))
-
-            r = sub(x[active])
-            jac = torch.func.jacfwd(sub)(x[active])  # [M, P]
+            r = self.residuals(x)
+            jac = self.jacobian(x, active)  # [M, P]
             cost = float(r @ r)
             hess, grad = jac.T @ jac, jac.T @ r
             improved = False

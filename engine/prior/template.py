@@ -200,6 +200,17 @@ def _axis_angle_matrix(aa: Tensor) -> Tensor:
     return eye + torch.sin(theta) * kx + (1 - torch.cos(theta)) * (kx @ kx)
 
 
+def _axis_angle_batch(aa: Tensor) -> Tensor:
+    """Rodrigues for a batch: axis-angle [..., 3] → rotation [..., 3, 3] (safe at 0)."""
+    theta = torch.sqrt((aa * aa).sum(-1) + 1e-12)[..., None, None]
+    k = aa / theta[..., 0]
+    zero = torch.zeros_like(k[..., 0])
+    kx = torch.stack([torch.stack([zero, -k[..., 2], k[..., 1]], -1), torch.stack([k[..., 2], zero, -k[..., 0]], -1),
+                      torch.stack([-k[..., 1], k[..., 0], zero], -1)], -2)
+    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
+    return eye + torch.sin(theta) * kx + (1 - torch.cos(theta)) * (kx @ kx)
+
+
 class TemplateHead:
     """The built-in head as a ``HeadModel`` (torch, differentiable).
 
@@ -228,6 +239,7 @@ class TemplateHead:
         self._pivot = torch.as_tensor(d.jaw_pivot, **t)
         self._faces_t = torch.as_tensor(d.faces, device=device, dtype=torch.long)
         self._uv: tuple[np.ndarray, np.ndarray] | None = None
+        self._sub64: tuple[Tensor, ...] | None = None
         if len(d.lmk_face_idx) != MEDIAPIPE_POINTS:
             raise ValueError(f"template data has {len(d.lmk_face_idx)} landmarks, expected {MEDIAPIPE_POINTS}")
         # landmark-only evaluation (the fitter's inner loop): the corners of the embedded
@@ -262,6 +274,22 @@ class TemplateHead:
         """``landmarks(vertices(shape, expr, jaw))`` without the other vertices: [L, 3]."""
         v = self._deform(self._sub_v, self._sub_sb, self._sub_eb, self._sub_jw, shape, expr, jaw)
         return (self._sub_bary.unsqueeze(-1) * v[self._sub_tri]).sum(dim=1)
+
+    def landmark_points_batch(self, shape: Tensor, expr: Tensor, jaw: Tensor) -> Tensor:
+        """``landmark_points`` for a batch, in float64 (the fitter's finite differences).
+
+        shape [..., n_shape], expr [..., n_expr], jaw [..., 3] → [..., L, 3] float64.
+        """
+        if self._sub64 is None:
+            self._sub64 = tuple(t.double() for t in (self._sub_v, self._sub_sb, self._sub_eb, self._sub_jw,
+                                                     self._sub_bary, self._pivot))
+        v0, sb, eb, jw, bary, pivot = self._sub64
+        v = (v0 + torch.einsum("...k,kvc->...vc", shape.to(v0), sb)
+             + torch.einsum("...k,kvc->...vc", expr.to(v0), eb))
+        r = _axis_angle_batch(jaw.to(v0))  # [..., 3, 3]
+        rotated = (v - pivot) @ r.transpose(-1, -2) + pivot
+        v = v + jw * (rotated - v)
+        return (bary.unsqueeze(-1) * v[..., self._sub_tri, :]).sum(dim=-2)
 
     def landmarks(self, verts: Tensor) -> Tensor:
         """verts [V, 3] → the ``landmark_ids`` points [L, 3]."""
