@@ -135,7 +135,8 @@ def occ_grid_sampling_cpu(estimator: nerfacc.OccGridEstimator, rays_o: Tensor, r
 
     March every ray from its AABB entry in steps of ``render_step_size`` and keep the
     intervals whose midpoint falls in an occupied cell, then (like nerfacc) drop samples
-    behind an opaque prefix (transmittance < ``early_stop_eps``) or below ``alpha_thre``.
+    behind an opaque prefix (transmittance < ``early_stop_eps``) or below ``alpha_thre``,
+    evaluating ``alpha_fn`` front to back in chunks so occluded samples cost nothing.
     rays_o, rays_d: [n_rays, 3] → (ray_indices [n], t_starts [n], t_ends [n]), packed by ray.
     """
     if estimator.levels != 1:
@@ -152,14 +153,45 @@ def occ_grid_sampling_cpu(estimator: nerfacc.OccGridEstimator, rays_o: Tensor, r
     t1 = t0 + render_step_size
     mid = rays_o[:, None] + rays_d[:, None] * ((t0 + t1) / 2)[..., None]
     keep = (t1 <= far[:, None]) & _occupied(estimator.binaries[0], aabb, mid)
-    ray_indices = torch.arange(len(rays_o), device=rays_o.device)[:, None].expand_as(t0)[keep]
-    t_starts, t_ends = t0[keep], t1[keep]
-    if alpha_fn is not None and (alpha_thre > 0 or early_stop_eps > 0) and len(t_starts):
+    if alpha_fn is not None and (alpha_thre > 0 or early_stop_eps > 0):
         alpha_thre = min(alpha_thre, estimator.occs.mean().item())
-        alphas = alpha_fn(t_starts, t_ends, ray_indices)
-        vis = render_visibility_from_alpha_cpu(alphas, ray_indices, len(rays_o), early_stop_eps, alpha_thre)
-        ray_indices, t_starts, t_ends = ray_indices[vis], t_starts[vis], t_ends[vis]
-    return ray_indices, t_starts, t_ends
+        keep = _visible_in_chunks(keep, t0, t1, alpha_fn, early_stop_eps, alpha_thre)
+    ray_indices = torch.arange(len(rays_o), device=rays_o.device)[:, None].expand_as(t0)[keep]
+    return ray_indices, t0[keep], t1[keep]
+
+
+def _visible_in_chunks(keep: Tensor, t0: Tensor, t1: Tensor, alpha_fn: Callable, early_stop_eps: float,
+                       alpha_thre: float, chunk: int = 16) -> Tensor:
+    """Early ray termination as nerfacc's kernel does it: evaluate opacity ``chunk`` occupied
+    samples at a time, front to back, only for rays still transparent enough, and keep the
+    samples whose transmittance ≥ ``early_stop_eps`` (and opacity ≥ ``alpha_thre``).
+
+    keep, t0, t1: [n_rays, n_steps] → visible bool [n_rays, n_steps].
+    """
+    n_rays = keep.shape[0]
+    ri = torch.arange(n_rays, device=keep.device)[:, None].expand_as(keep)[keep]  # packed by ray
+    rank = (torch.cumsum(keep, 1) - 1)[keep] // chunk
+    s0, s1 = t0[keep], t1[keep]
+    count = keep.sum(1)
+    vis = torch.zeros_like(s0, dtype=torch.bool)
+    log_trans = torch.zeros(n_rays, device=t0.device, dtype=t0.dtype)
+    alive = count > 0
+    c = 0
+    while bool(alive.any()):
+        sel = (rank == c) & alive[ri]
+        r = ri[sel]
+        alphas = alpha_fn(s0[sel], s1[sel], r)
+        trans = log_trans.exp()[r] * exclusive_prod(1.0 - alphas, pack_info(r, n_rays))
+        v = trans >= early_stop_eps
+        if alpha_thre > 0:
+            v &= alphas >= alpha_thre
+        vis[sel] = v
+        log_trans = log_trans.index_add(0, r, torch.log1p(-alphas.clamp(max=1 - 1e-7)))
+        c += 1
+        alive = alive & (log_trans.exp() >= early_stop_eps) & (count > c * chunk)
+    visible = torch.zeros_like(keep)
+    visible[keep] = vis
+    return visible
 
 
 # --- selection ----------------------------------------------------------------------------

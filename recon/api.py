@@ -1,0 +1,240 @@
+"""Public entry of ``recon``: posed views (+ an optional prior mesh) → textured GLB/OBJ.
+
+    from recon.api import ReconConfig, reconstruct
+    result = reconstruct("run/transforms.json", "run/mesh", ReconConfig(steps=800), prior="prior.glb")
+
+Steps (Gen3D-Face §3.3, NeuS with nerfacc):
+ 1. load the views (``recon.dataset``) and fit a normalised scene box to their visual hull;
+ 2. initialise the SDF from the prior mesh (its signed distance on a grid, NeuS residual
+    starts at zero) or a sphere, and seed nerfacc's occupancy grid from it;
+ 3. optimise NeuS coarse-to-fine (``recon.neus``), checking ``should_stop`` every step;
+ 4. marching cubes → largest component → small holes closed → decimated (``recon.mesh``);
+ 5. UV atlas, base colour baked from the views (colour field fills the rest), GLB + OBJ.
+Deterministic for a seed on CPU.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import mesh as meshing
+from ._nerfacc_backend import RayOps, select_ops
+from .dataset import ViewSet, load_transforms
+from .errors import ReconInputError
+from .fields import FieldConfig, NeuSField
+from .neus import NeuSConfig, train
+from .sampling import SceneBox, all_rays, fit_scene_box, full_estimator, make_estimator, mesh_sdf_grid
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    """Settings of one reconstruction (defaults: a head from 16 views of 256² in about a
+    minute on 2 CPU cores, with a prior)."""
+
+    steps: int = 600
+    """NeuS optimisation steps."""
+    batch_rays: int = 1024
+    """Rays per optimisation step."""
+    lr: float = 1e-2
+    """Learning rate of the tri-planes and MLPs."""
+    seed: int = 0
+    """Random seed (ray batches, stratified sampling, eikonal points): same seed, same mesh."""
+    resolution: int = 256
+    """Marching-cubes grid resolution over the scene box."""
+    target_faces: int = 50_000
+    """Face count after decimation."""
+    texture_size: int = 2048
+    """Base-colour texture size (pixels, square)."""
+    occupancy: bool = True
+    """Skip empty space with nerfacc's occupancy grid (False: march the whole box)."""
+    occupancy_resolution: int = 64
+    """Occupancy grid resolution over the scene box."""
+    render_step_size: float = 0.01
+    """Ray-marching step in normalised units (the box is [-1, 1]³)."""
+    start_levels: int = 2
+    """Coarse-to-fine: tri-plane levels active at the start."""
+    full_levels_at: float = 0.5
+    """Coarse-to-fine: fraction of the steps after which all levels are active."""
+    prior_grid: int = 96
+    """Resolution of the prior mesh's signed-distance grid (SDF initialisation)."""
+    init_inv_s_prior: float = 150.0
+    """Initial NeuS sharpness s with a prior (the surface is already close)."""
+    init_inv_s: float = 20.0
+    """Initial NeuS sharpness s from a sphere."""
+    plane_resolutions: tuple[int, ...] = (32, 64, 128, 256)
+    """Tri-plane encoding resolutions, coarse to fine."""
+    eikonal_weight: float = 0.1
+    """Weight of the eikonal regulariser."""
+    mask_weight: float = 0.1
+    """Weight of the mask (alpha) loss."""
+    texture: bool = True
+    """Bake a texture and export GLB + OBJ (False: stop after the mesh, for measurements)."""
+
+    def neus(self) -> NeuSConfig:
+        return NeuSConfig(steps=self.steps, batch_rays=self.batch_rays, lr=self.lr,
+                          render_step_size=self.render_step_size, start_levels=self.start_levels,
+                          full_levels_at=self.full_levels_at, eikonal_weight=self.eikonal_weight,
+                          mask_weight=self.mask_weight, occ_update_every=16 if self.occupancy else 0,
+                          early_stop_eps=1e-3 if self.occupancy else 0.0)
+
+
+@dataclass
+class ReconResult:
+    """mesh_glb / mesh_obj: written files (None when ``texture=False``); metrics: timings, sizes."""
+
+    mesh_glb: Path | None
+    mesh_obj: Path | None
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Fitted:
+    """A trained field with what is needed to query it in the world."""
+
+    field: NeuSField
+    estimator: object
+    box: SceneBox
+    ops: RayOps
+    views: ViewSet
+    stats: dict
+
+    def sdf_world(self, x: np.ndarray) -> np.ndarray:
+        """x: [n, 3] world → sdf [n] (world units)."""
+        with torch.no_grad():
+            t = torch.from_numpy(self.box.to_unit(x)).float().to(self.device)
+            return self.field.sdf(t).cpu().numpy() * self.box.scale
+
+    def colour_world(self, x: np.ndarray) -> np.ndarray:
+        """x: [n, 3] world → rgb [n, 3] in [0, 1] (the colour field at the surface)."""
+        out = []
+        with torch.no_grad():
+            for c in np.array_split(self.box.to_unit(x), max(1, len(x) // 65536)):
+                t = torch.from_numpy(c).float().to(self.device)
+                _, feat = self.field.geometry(t)
+                out.append(self.field.colour(t, feat).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
+
+    @property
+    def device(self):
+        return next(self.field.parameters()).device
+
+
+def load_prior(prior) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices [V, 3] float64, faces [F, 3] int64) from a (vertices, faces) pair or a mesh file."""
+    if isinstance(prior, (str, Path)):
+        import trimesh
+
+        path = Path(prior)
+        if not path.is_file():
+            raise ReconInputError(path, "prior mesh not found")
+        try:
+            loaded = trimesh.load(path, force="mesh", process=False)
+        except Exception as exc:  # trimesh raises many types for bad files
+            raise ReconInputError(path, f"cannot read prior mesh ({exc})") from None
+        if isinstance(loaded, trimesh.Scene) or len(getattr(loaded, "faces", [])) == 0:
+            raise ReconInputError(path, "prior mesh has no faces")
+        v, f = np.asarray(loaded.vertices, np.float64), np.asarray(loaded.faces, np.int64)
+        if path.suffix.lower() in (".glb", ".gltf"):  # glTF is Y-up: back to Blender's Z-up world
+            v = np.stack([v[:, 0], -v[:, 2], v[:, 1]], -1)
+        src = path
+    else:
+        v, f = (np.asarray(a) for a in prior)
+        v, f, src = v.astype(np.float64), f.astype(np.int64), Path("<prior>")
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+        raise ReconInputError(src, f"prior must be vertices [V, 3] and faces [F, 3], got {v.shape}, {f.shape}")
+    if not np.isfinite(v).all() or f.min() < 0 or f.max() >= len(v):
+        raise ReconInputError(src, "prior mesh has non-finite vertices or out-of-range faces")
+    return v, f
+
+
+def fit(views: ViewSet, config: ReconConfig, prior=None, progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None, device: str = "cpu") -> Fitted:
+    """Steps 1-3: scene box, initialisation, NeuS optimisation. Deterministic for ``config.seed``."""
+    ops = select_ops(device)
+    prior_vf = load_prior(prior) if prior is not None else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        box = fit_scene_box(views, prior_vf[0] if prior_vf is not None else None)
+        fcfg = FieldConfig(plane_resolutions=tuple(config.plane_resolutions),
+                           init_inv_s=config.init_inv_s_prior if prior_vf is not None else config.init_inv_s)
+        prior_sdf = None
+        if prior_vf is not None:
+            grid = mesh_sdf_grid(*prior_vf, box, res=config.prior_grid, seed=config.seed)
+            prior_sdf = torch.from_numpy(grid)
+        field_ = NeuSField(fcfg, prior_sdf).to(device)
+        step = config.render_step_size
+        if config.occupancy:
+            band = 2.0 * (2.0 / config.occupancy_resolution) * (1.0 if prior_vf is not None else 4.0)
+            estimator = make_estimator(views, box, field_.sdf, config.occupancy_resolution, band, device)
+        else:
+            estimator = full_estimator(config.occupancy_resolution, device)
+        rays = all_rays(views, box)
+        stats = train(field_, estimator, ops, rays, config.neus(), config.seed, progress, should_stop,
+                      update_occupancy=config.occupancy)
+    field_.encoding.set_active_levels(field_.encoding.n_levels)
+    return Fitted(field_, estimator, box, ops, views, stats | {"scene_scale": box.scale, "step": step})
+
+
+def extract_mesh(fitted: Fitted, config: ReconConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: (vertices [V, 3] world, faces [F, 3]) cleaned and decimated."""
+    vol = meshing.sdf_volume(fitted.field.sdf, config.resolution, fitted.device)
+    v, f = meshing.marching_cubes_mesh(vol, fitted.box)
+    return meshing.clean_mesh(v, f, config.target_faces)
+
+
+def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconConfig = ReconConfig(),
+                prior=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                device: str = "cpu") -> ReconResult:
+    """Reconstruct a textured mesh from a nerfstudio ``transforms.json``.
+
+    transforms_path: RGBA views (or RGB + ``mask_path``) with cameras, Blender world.
+    out_dir: receives ``mesh.glb`` and ``mesh.obj`` (+ ``mesh.mtl``, ``mesh.png``).
+    prior: optional (vertices [V, 3], faces [F, 3]) in the same world, or a mesh file path
+        (.glb/.gltf are read Y-up and mapped back to Z-up); initialises the SDF and the
+        occupancy grid.
+    progress: called as ``progress(step, total, message)``.
+    should_stop: polled every step; True → ``ReconCancelled`` (nothing is written).
+    device: torch device ("cpu", "cuda"); picks nerfacc's kernels or the CPU stand-ins.
+    Raises ReconInputError (bad input), ReconError (diverged / no surface), ReconCancelled.
+    """
+    t0 = time.perf_counter()
+    views = load_transforms(transforms_path)
+    fitted = fit(views, config, prior, progress, should_stop, device)
+    t_fit = time.perf_counter()
+    v, f = extract_mesh(fitted, config)
+    t_mesh = time.perf_counter()
+    metrics = dict(fitted.stats, views=len(views), vertices=len(v), faces=len(f), backend=fitted.ops.name,
+                   fit_seconds=t_fit - t0, mesh_seconds=t_mesh - t_fit)
+    glb = obj = None
+    if config.texture:
+        if should_stop is not None and should_stop():
+            from .errors import ReconCancelled
+            raise ReconCancelled()
+        bake_views = [(img, cam, m > 0.5) for img, cam, m in zip(views.images, views.cameras, views.masks)]
+        v2, f2, uvs, tex = meshing.bake_texture(v, f, bake_views, config.texture_size, fitted.colour_world)
+        glb, obj = meshing.export(Path(out_dir), "mesh", v2, f2, uvs, tex)
+        metrics["texture_seconds"] = time.perf_counter() - t_mesh
+    metrics["total_seconds"] = time.perf_counter() - t0
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("recon done in %.1f s: %d faces", metrics["total_seconds"], len(f))
+    return ReconResult(glb, obj, metrics)
+
+
+def config_from_dict(values: dict) -> ReconConfig:
+    """A ReconConfig from a dict; unknown keys are an error (DESIGN.md, "Config")."""
+    known = {f.name for f in fields(ReconConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown ReconConfig keys: {', '.join(unknown)}")
+    return ReconConfig(**values)
