@@ -41,14 +41,16 @@ class TexelGeometry:
     mask: np.ndarray
 
 
-def texel_geometry(vertices, faces, uvs, faces_uv, size: int) -> TexelGeometry:
+def texel_geometry(vertices, faces, uvs, faces_uv, size: int, uv_raster=None) -> TexelGeometry:
     """Surface points and normals of the texels of an S × S atlas.
 
     vertices: [V, 3]; faces: [F, 3]; uvs: [V', 2]; faces_uv: [F, 3] (same face order).
+    uv_raster: ``rasterize_uv(uvs, faces_uv, size)`` if already known (it depends on the
+        atlas only, not on the vertex positions), else computed.
     """
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
-    fid, bary = rasterize_uv(uvs, faces_uv, size)
+    fid, bary = uv_raster if uv_raster is not None else rasterize_uv(uvs, faces_uv, size)
     rows, cols = np.nonzero(fid >= 0)
     face = fid[rows, cols]
     b = bary[rows, cols].astype(np.float64)  # [N, 3]

@@ -36,7 +36,7 @@ from recon.cameras import Camera
 from recon.export import write_glb
 from recon.raster import rasterize, vertex_normals
 from recon.texture import project_points, texel_geometry, to_float
-from recon.uv import dilate, unwrap
+from recon.uv import dilate, rasterize_uv, unwrap
 
 from . import _fill
 from ._shade import render_rgba
@@ -149,7 +149,8 @@ def run(
     normals = vertex_normals(v, faces)
     # 2. Direct projection of every texel (and vertex) through the input camera.
     ctx.progress(1, total, "projecting the photo")
-    geo = texel_geometry(v, faces, uvs, faces_split, config.texture_size)
+    geo = texel_geometry(v, faces, uvs, faces_split, config.texture_size,
+                         uv_raster=_uv_raster(uvs, faces_split, config) if config.cache_uv else None)
     frags = rasterize(v, faces, camera)
     tex_c, tex_w = _project(geo.points, geo.normals, v, faces, crop, alpha, camera, frags, config)
     ver_c, ver_w = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
@@ -272,6 +273,32 @@ def _atlas(v, faces, prior, config: ProjectionConfig):
     except OSError as exc:  # a read-only cache only costs time
         log.warning("cannot cache the UV atlas in %s: %s", path.parent, exc)
     return vmap, faces_split, uvs
+
+
+def _uv_raster(uvs: np.ndarray, faces_uv: np.ndarray, config: ProjectionConfig):
+    """``rasterize_uv`` of the atlas, cached on disk by the atlas' bytes (a fixed template
+    atlas is rasterised once, not per run). Returns (face_id int [S, S], bary float32 [S, S, 3])."""
+    key = hashlib.sha256(np.ascontiguousarray(uvs, np.float32).tobytes())
+    key.update(np.ascontiguousarray(faces_uv, np.int64).tobytes())
+    key.update(f"uvraster-v1-{config.texture_size}".encode())
+    path = cache_dir() / "uv" / f"raster_{key.hexdigest()[:32]}.npz"
+    size = config.texture_size
+    try:
+        with np.load(path) as z:
+            fid, bary = z["face_id"].astype(np.int64), z["bary"]
+        if fid.shape == (size, size) and bary.shape == (size, size, 3) and fid.max() < len(faces_uv):
+            return fid, bary
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    fid, bary = rasterize_uv(uvs, faces_uv, size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, face_id=fid.astype(np.int32), bary=bary.astype(np.float32))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot cache the UV raster in %s: %s", path.parent, exc)
+    return fid, bary
 
 
 def _project(points, normals, v, faces, crop, alpha, camera, frags, config: ProjectionConfig):
