@@ -47,7 +47,8 @@ class PriorConfig:
     refine_focal: bool = True
     """Refine the crop's focal length from the landmarks (else keep the preprocess focal)."""
     shape_prior: float = 0.002
-    """Weight of ‖shape‖² in the fit (coefficients in standard deviations)."""
+    """Minimum weight of ‖shape‖² in the fit (coefficients in standard deviations); the fitter
+    raises it to σ̂²/N when the landmarks are noisy (``fit.FitConfig.prior_landmarks``)."""
 
     def __post_init__(self):
         if self.model not in MODELS:
