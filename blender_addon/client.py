@@ -30,8 +30,14 @@ log = logging.getLogger(__name__)
 #: The extension's folder (the repository root): holds engine/, recon/, weights/.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
-#: Seconds between SIGTERM and SIGKILL when cancelling.
+#: Seconds the engine has to acknowledge a cancel (its ``error`` event, exit 130) before SIGKILL.
 KILL_AFTER = 5.0
+
+#: Seconds an engine that acknowledged the cancel has to exit before SIGKILL. Its
+#: interpreter teardown with torch, diffusers and mediapipe loaded takes 2–4 s on two busy
+#: cores (measured), longer than ``KILL_AFTER`` under load: killing it then would turn a
+#: clean 130 into -9 while gaining nothing (the run directory is already discarded).
+EXIT_GRACE = 30.0
 
 EXIT_MESSAGES = {
     2: "bad input",
@@ -159,6 +165,7 @@ class EngineProcess:
         self._error: protocol.Error | None = None
         self._warnings: list[protocol.Warning] = []
         self._cancel_at: float | None = None
+        self._acknowledged = threading.Event()  # the engine reported its end (error event or stdout closed)
         log.info("engine: %s", " ".join(self.command))
         self.proc = subprocess.Popen(
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -178,10 +185,12 @@ class EngineProcess:
                     self._result = event
                 elif isinstance(event, protocol.Error):
                     self._error = event
+                    self._acknowledged.set()
                 elif isinstance(event, protocol.Warning):
                     self._warnings.append(event)
                 self.queue.put(event)
         finally:
+            self._acknowledged.set()
             self.queue.put(None)
 
     def _read_stderr(self) -> None:
@@ -242,7 +251,12 @@ class EngineProcess:
 
     # -- cancel --------------------------------------------------------------------
     def cancel(self) -> None:
-        """Ask the engine to stop: a ``cancel`` line and SIGTERM; SIGKILL after ``KILL_AFTER`` s."""
+        """Ask the engine to stop: a ``cancel`` line and SIGTERM.
+
+        SIGKILL follows after ``KILL_AFTER`` s if the engine has not acknowledged (no
+        ``error`` event, stdout still open), or after ``EXIT_GRACE`` s if it has but is
+        still exiting.
+        """
         if self.proc.poll() is not None:
             return
         if self._cancel_at is None:
@@ -260,17 +274,28 @@ class EngineProcess:
         # happens even when nobody polls (Blender closed the panel).
         threading.Thread(target=self._kill_later, name="gen3dface-kill", daemon=True).start()
 
-    def _kill_later(self) -> None:
-        try:
-            self.proc.wait(timeout=KILL_AFTER)
-        except subprocess.TimeoutExpired:
-            self._enforce_kill()
+    def _kill_deadline(self) -> float:
+        """Monotonic time at which a cancelled engine that is still running gets SIGKILL."""
+        return self._cancel_at + (EXIT_GRACE if self._acknowledged.is_set() else KILL_AFTER)
 
-    def _enforce_kill(self) -> None:
-        if (self._cancel_at is not None and self.proc.poll() is None
-                and time.monotonic() - self._cancel_at >= KILL_AFTER):
-            log.warning("engine ignored SIGTERM for %.0f s: killing it", KILL_AFTER)
-            self.proc.kill()
+    def _kill_later(self) -> None:
+        while self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=max(0.05, self._kill_deadline() - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                if self._enforce_kill():
+                    return
+
+    def _enforce_kill(self) -> bool:
+        """SIGKILL a cancelled engine past its deadline; True if it was killed."""
+        if self._cancel_at is None or self.proc.poll() is not None or time.monotonic() < self._kill_deadline():
+            return False
+        if self._acknowledged.is_set():
+            log.warning("engine still exiting %.0f s after it acknowledged the cancel: killing it", EXIT_GRACE)
+        else:
+            log.warning("engine ignored the cancel for %.0f s: killing it", KILL_AFTER)
+        self.proc.kill()
+        return True
 
 
 def start_generate(python: str, settings: GenerateSettings, env: dict[str, str] | None = None) -> EngineProcess:

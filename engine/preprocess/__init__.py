@@ -43,7 +43,8 @@ def run(photo_path: Path, out_dir: Path, config: PreprocessConfig, ctx: RunConte
     h, w = rgb.shape[:2]
     # 2. The largest face and its 478 landmarks.
     ctx.progress(1, _STEPS, "finding the face")
-    landmarks, n_faces = find_face(rgb, photo_path, config.detect_confidence, config.detect_max_side)
+    landmarks, n_faces = find_face(rgb, photo_path, config.detect_confidence, config.detect_max_side,
+                                  cancel=ctx.check_cancelled)
     if n_faces > 1:
         ctx.warn("multiple_faces", f"{photo_path}: {n_faces} faces found; using the largest")
     # 3. Square crop around the whole head, resampled to the working size.

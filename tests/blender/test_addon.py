@@ -133,9 +133,9 @@ def test_ui_job_cancel_leaves_scene_unchanged(run_bpy, portrait_path, tmp_path):
                cancel_poll=bpy.ops.gen3dface.cancel.poll(), stage=job.state.text)
         h.disable()
     """)
-    # 130: the engine stopped at a step boundary; -9: it did not within KILL_AFTER, so it was killed.
-    assert out["exit"] in (130, -9) and out["last_error"] == "Cancelled", out
-    assert out["before"] == out["after"] and out["seconds"] < 10
+    # 130: the engine stopped at a step boundary and exited by itself (client.EXIT_GRACE allows its teardown).
+    assert out["exit"] == 130 and out["last_error"] == "Cancelled", out
+    assert out["before"] == out["after"] and out["seconds"] < 15
     print("cancelled during", out["stage"], "exit", out["exit"], f"after {out['seconds']:.1f} s")
     assert out["cancel_poll"] is False
     assert not list((tmp_path / "runs").glob("astronaut*"))
