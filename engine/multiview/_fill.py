@@ -54,13 +54,15 @@ class Colours:
     skin, hair: float32 [3] in [0, 1]; hair_state: "seen" (hair pixels found), "bald"
     (the scalp is skin-coloured: hair = skin) or "unknown" (nothing above the forehead:
     the default hair colour); hair_spread: robust std of the hair's lightness (0..1 scale),
-    the amplitude of the fill's low-frequency variation.
+    the amplitude of the fill's low-frequency variation; side_hair: share of hair-coloured
+    pixels beside the face above the brows (hair over the temples lowers the hairline there).
     """
 
     skin: np.ndarray
     hair: np.ndarray
     hair_state: str
     hair_spread: float
+    side_hair: float = 0.0
 
 
 def _median(colours: np.ndarray) -> np.ndarray | None:
@@ -133,19 +135,20 @@ def estimate_colours(
     above, beside = _hair_candidates(alpha, landmarks)
     if above.sum() < 8:  # the crop cuts the head at the forehead: no evidence either way
         return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
-    cand = crop[above | beside]  # [N, 3]
-    if len(cand) < 8:
-        return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
+    sel = above | beside
+    cand = crop[sel]  # [N, 3]
     lab = rgb2lab(cand[None].astype(np.float64))[0]
     skin_lab = rgb2lab(skin[None, None].astype(np.float64))[0, 0]
     hairy = np.linalg.norm(lab - skin_lab, axis=1) > HAIR_DELTA_E
+    from_beside = beside[sel]
+    side_hair = float(hairy[from_beside].mean()) if from_beside.sum() >= 8 else 0.0
     if hairy.mean() < MIN_HAIR_SHARE or hairy.sum() < 8:
         log.info("scalp colour is skin (%.0f %% of %d pixels differ): no hair", 100 * hairy.mean(), len(cand))
         return Colours(skin, skin.copy(), "bald", 0.0)
     hair = np.median(cand[hairy], axis=0).astype(np.float32)
     lightness = lab[hairy, 0] / 100.0
     q25, q75 = np.percentile(lightness, [25, 75])
-    return Colours(skin, hair, "seen", float((q75 - q25) / 1.35))
+    return Colours(skin, hair, "seen", float((q75 - q25) / 1.35), side_hair)
 
 
 def skin_and_hair(
@@ -168,6 +171,8 @@ def _smoothstep(x: np.ndarray, a: float, b: float) -> np.ndarray:
 #: the face (degrees): forehead top, temples, over the ear, behind the ear, nape.
 HAIRLINE_DEG = (0.0, 55.0, 90.0, 115.0, 145.0, 180.0)
 HAIRLINE_DEPTH = (0.7, 0.95, 1.45, 2.3, 2.85, 3.0)
+#: The same where the photo shows hair over the temples (side_hair = 1): down to the ear tops.
+HAIRLINE_DEPTH_COVERED = (0.7, 1.3, 1.55, 2.3, 2.85, 3.0)
 
 
 @dataclass(frozen=True)
@@ -219,13 +224,15 @@ class HeadFrame:
         return out
 
 
-def hair_prior(vertices: np.ndarray, points: np.ndarray | None = None, frame: HeadFrame | None = None) -> np.ndarray:
+def hair_prior(vertices: np.ndarray, points: np.ndarray | None = None, frame: HeadFrame | None = None,
+               side_hair: float = 0.0) -> np.ndarray:
     """A smooth hairness in [0, 1]: the scalp behind a typical hairline.
 
     The hairline runs ``HAIRLINE_DEPTH`` · r below the crown at the azimuths
     ``HAIRLINE_DEG`` from the face (``HeadFrame``), wobbling by ±0.08 r: at the forehead's
     top at the front, over the temples, just over the ears at the sides, dropping behind
-    them to the nape (about mouth level) at the back; ~1.5 cm wide.
+    them to the nape (about mouth level) at the back; ~1.5 cm wide. ``side_hair`` in [0, 1]
+    (``Colours.side_hair``) moves it toward ``HAIRLINE_DEPTH_COVERED`` at the temples.
     The ears stay skin.
     vertices: [V, 3] the head; points: [N, 3] where to evaluate (None: the vertices).
     Returns [N] float32.
@@ -233,7 +240,9 @@ def hair_prior(vertices: np.ndarray, points: np.ndarray | None = None, frame: He
     frame = frame or HeadFrame.from_vertices(vertices)
     p = np.asarray(vertices if points is None else points, dtype=np.float64)
     _, theta = frame.azimuth(p)
-    line = frame.z_top - frame.r * np.interp(np.degrees(np.abs(theta)), HAIRLINE_DEG, HAIRLINE_DEPTH)
+    t = float(np.clip(side_hair, 0, 1))
+    depth = (1 - t) * np.asarray(HAIRLINE_DEPTH) + t * np.asarray(HAIRLINE_DEPTH_COVERED)
+    line = frame.z_top - frame.r * np.interp(np.degrees(np.abs(theta)), HAIRLINE_DEG, depth)
     line = line + 0.08 * frame.r * _blobs(p, seed=7)  # a natural hairline is not a ruled line
     hair = _smoothstep(p[:, 2] - line, -0.12 * frame.r, 0.12 * frame.r)
     return (hair * (1 - frame.ear_weight(p))).astype(np.float32)
@@ -282,7 +291,7 @@ def scalp_colours(points: np.ndarray, colours: Colours, frame: HeadFrame) -> np.
     (skin everywhere for a bald head)."""
     if colours.hair_state == "bald":
         return np.broadcast_to(colours.skin, (len(points), 3)).astype(np.float32)
-    h = hair_prior(points, points, frame)
+    h = hair_prior(points, points, frame, colours.side_hair)
     out = np.empty((len(points), 3), np.float32)
     out[:] = colours.skin
     on = np.nonzero(h > 0)[0]  # the hair pattern only where there is hair (it costs ~1 µs a point)

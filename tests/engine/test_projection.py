@@ -213,3 +213,15 @@ def test_ear_gate_rejects_non_skin_on_ears_only():
     assert on_ear.any() and gate[on_ear].max() < 0.01
     assert np.all(gate[frame.ear_weight(v) == 0] == 1)
     assert np.all(_fill.ear_gate(v, np.tile(skin, (len(v), 1)), skin, frame) == 1)
+
+
+def test_hair_over_the_temples_lowers_the_side_hairline():
+    v, _ = _head()
+    frame = _fill.HeadFrame.from_vertices(v)
+    _, theta = frame.azimuth(v)
+    temple = (np.abs(np.degrees(np.abs(theta)) - 55) < 10) & (v[:, 2] > 0.045) & (v[:, 2] < 0.065)
+    assert temple.any()
+    bare = _fill.hair_prior(v, frame=frame, side_hair=0.0)
+    covered = _fill.hair_prior(v, frame=frame, side_hair=1.0)
+    assert covered[temple].mean() > bare[temple].mean() + 0.2
+    assert np.allclose(covered[v[:, 1] > 0.08], bare[v[:, 1] > 0.08])  # the back is unchanged
