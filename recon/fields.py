@@ -147,4 +147,5 @@ def neus_alpha(sdf_start: Tensor, sdf_end: Tensor, inv_s: Tensor) -> Tensor:
     """
     prev_cdf = torch.sigmoid(sdf_start * inv_s)
     next_cdf = torch.sigmoid(sdf_end * inv_s)
-    return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)
+    # no +1e-5 in the numerator (NeuS code has one): it gives every empty sample a haze
+    return ((prev_cdf - next_cdf) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)

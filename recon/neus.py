@@ -166,7 +166,9 @@ def train(field: NeuSField, estimator, ops: RayOps, rays: tuple[Tensor, Tensor, 
         out = render_rays(field, estimator, ops, o, d, cfg.render_step_size, bg, stratified=True,
                           early_stop_eps=cfg.early_stop_eps)
         loss = F.l1_loss(out.rgb, target)
-        loss = loss + cfg.mask_weight * F.binary_cross_entropy(out.opacity.clamp(1e-4, 1 - 1e-4), mask)
+        # BCE written out: F.binary_cross_entropy raises on NaN instead of propagating it
+        opa = out.opacity.clamp(1e-4, 1 - 1e-4)
+        loss = loss - cfg.mask_weight * (mask * opa.log() + (1 - mask) * (1 - opa).log()).mean()
         eps = max(2.0 / float(field.encoding.resolutions[levels - 1]), 1e-3)
         loss = loss + cfg.eikonal_weight * _eikonal(field, out.edge_points, cfg, gen, eps)
         if not torch.isfinite(loss):
@@ -181,15 +183,15 @@ def train(field: NeuSField, estimator, ops: RayOps, rays: tuple[Tensor, Tensor, 
             estimator.train()
             estimator.update_every_n_steps(step, occ_fn, occ_thre=cfg.occ_threshold, warmup_steps=0, n=1)
         if progress is not None and (step % 25 == 0 or step == cfg.steps - 1):
-            progress(step + 1, cfg.steps, f"neus loss {last_loss:.4f} s={float(field.inv_s):.0f}")
+            progress(step + 1, cfg.steps, f"neus loss {last_loss:.4f} s={float(field.inv_s.detach()):.0f}")
     for p in field.parameters():
         if not torch.isfinite(p).all():
             raise ReconError("NeuS optimisation produced non-finite parameters")
     seconds = time.perf_counter() - t0
     log.info("NeuS: %d steps in %.1f s, %.1f samples/ray, loss %.4f, s=%.0f", cfg.steps, seconds,
-             samples / max(cfg.steps * cfg.batch_rays, 1), last_loss, float(field.inv_s))
+             samples / max(cfg.steps * cfg.batch_rays, 1), last_loss, float(field.inv_s.detach()))
     return {"train_seconds": seconds, "samples_per_ray": samples / max(cfg.steps * cfg.batch_rays, 1),
-            "final_loss": last_loss, "inv_s": float(field.inv_s)}
+            "final_loss": last_loss, "inv_s": float(field.inv_s.detach())}
 
 
 @torch.no_grad()

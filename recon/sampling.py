@@ -114,7 +114,7 @@ def mesh_sdf_grid(vertices: np.ndarray, faces: np.ndarray, box: SceneBox, res: i
     shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
     shell = ndimage.binary_dilation(shell)  # close pinholes between samples
     inside = ndimage.binary_fill_holes(shell) & ~shell
-    far = ndimage.distance_transform_edt(~shell) * h
+    far = (ndimage.distance_transform_edt(~shell) + 1) * h  # +1: the shell was dilated by a voxel
     sdf = np.where(inside, -far, far)
     band = np.argwhere(far < 3 * h)
     grid_pts = band * h - 1

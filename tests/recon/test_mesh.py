@@ -1,0 +1,89 @@
+"""recon.mesh: marching cubes, cleanup, decimation; recon.sampling: the prior's SDF grid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recon.errors import ReconError
+from recon.mesh import (boundary_loops, clean_mesh, close_small_holes, decimate, keep_largest_component,
+                        marching_cubes_mesh, sdf_volume)
+from recon.sampling import SceneBox, mesh_sdf_grid
+
+BOX = SceneBox(np.array([0.1, 0.0, -0.2]), 0.5)
+
+
+def _sphere_fn(r=0.6, c=(0.0, 0.0, 0.0)):
+    return lambda x: (x - torch.tensor(c)).norm(dim=-1) - r
+
+
+def _sphere_mesh(res=48, r=0.6, c=(0.0, 0.0, 0.0)):
+    return marching_cubes_mesh(sdf_volume(_sphere_fn(r, c), res, coarse=32), BOX)
+
+
+def test_marching_cubes_sphere_in_world_units_outward():
+    v, f = _sphere_mesh()
+    radius = np.linalg.norm(v - BOX.centre, axis=1)
+    assert np.allclose(radius, 0.6 * BOX.scale, rtol=0.02)
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    out = ((v[f].mean(1) - BOX.centre) * n).sum(1)
+    assert (out > 0).mean() > 0.99  # counter-clockwise seen from outside
+    assert boundary_loops(f) == []  # closed
+
+
+def test_band_volume_matches_dense_evaluation():
+    fn = _sphere_fn(0.5)
+    vol = sdf_volume(fn, 80, coarse=32)
+    axis = torch.linspace(-1, 1, 80)
+    dense = fn(torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)).reshape(80, 80, 80)
+    near = dense.abs() < 0.1
+    assert np.allclose(vol[near.numpy()], dense[near].numpy(), atol=1e-5)
+    assert np.array_equal(np.sign(vol), np.sign(dense.numpy()))
+
+
+def test_no_surface_is_an_error():
+    with pytest.raises(ReconError, match="no zero crossing"):
+        marching_cubes_mesh(np.ones((8, 8, 8), np.float32), BOX)
+
+
+def test_keep_largest_component_drops_floaters():
+    v1, f1 = _sphere_mesh(r=0.5)
+    v2, f2 = _sphere_mesh(res=24, r=0.1, c=(0.8, 0.8, 0.8))
+    v, f = np.concatenate([v1, v2]), np.concatenate([f1, f2 + len(v1)])
+    kv, kf = keep_largest_component(v, f)
+    assert len(kf) == len(f1) and len(kv) == len(v1)
+
+
+def test_close_small_holes_and_keep_big_ones():
+    v, f = _sphere_mesh()
+    centre = v[f].mean(1)
+    top = centre[:, 2] > centre[:, 2].max() - 0.01  # a small cap
+    holed = f[~top]
+    assert len(boundary_loops(holed)) == 1
+    cv, cf = close_small_holes(v, holed, max_edges=64)
+    assert boundary_loops(cf) == [] and len(cv) == len(v) + 1
+    big = f[centre[:, 2] < BOX.centre[2]]  # a hemisphere: the rim is a big hole
+    _, bf = close_small_holes(v, big, max_edges=16)
+    assert len(boundary_loops(bf)) == 1
+
+
+def test_decimate_and_clean_reach_target():
+    v, f = _sphere_mesh()
+    dv, df = decimate(v, f, 500)
+    assert 400 <= len(df) <= 520 and df.max() < len(dv)
+    cv, cf = clean_mesh(v, f, 300)
+    assert len(cf) <= 320 and boundary_loops(cf) == []
+
+
+def test_prior_sdf_grid_of_a_sphere():
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
+    box = SceneBox(np.zeros(3), 0.5)
+    grid = mesh_sdf_grid(np.asarray(s.vertices), np.asarray(s.faces), box, res=40)
+    axis = np.linspace(-1, 1, 40)
+    pts = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    exact = np.linalg.norm(pts, axis=-1) - 0.6  # radius 0.3 m / scale 0.5
+    assert np.abs(grid - exact).max() < 0.03  # far field from a distance transform: under a voxel
+    near = np.abs(exact) < 0.1
+    assert np.abs(grid[near] - exact[near]).max() < 0.01
