@@ -46,11 +46,12 @@ def _mediapipe_report() -> dict:
 
 
 def _model_files(models_dir: Path) -> dict:
-    from .multiview import diffusion
+    from weights.discovery import find_weights
+
     from .prior import flame
 
     found_flame = flame.find_flame(models_dir)
-    weights = diffusion.find_weights(models_dir)
+    weights = find_weights(models_dir)
     return {
         "flame": None if found_flame is None else {"model": str(found_flame[0]), "embedding": str(found_flame[1])},
         "diffusion_weights": None if weights is None else str(weights),

@@ -60,11 +60,11 @@ class GenerateConfig:
 
 def _choose_backend(config: GenerateConfig, ctx: RunContext) -> tuple[str, Path | None]:
     """The backend to run and, for diffusion, its weights folder."""
-    from .multiview import diffusion
+    from weights.discovery import find_weights
 
     if config.backend == "projection":
         return "projection", None
-    weights = Path(config.weights) if config.weights else diffusion.find_weights(ctx.models_dir)
+    weights = Path(config.weights) if config.weights else find_weights(ctx.models_dir)
     if config.backend == "diffusion":
         if weights is None:
             from .errors import ModelMissing

@@ -13,12 +13,12 @@ import torch
 
 from .architectures import SCHEDULER, SD15_UNET, SD_VAE
 from .ckpt import load_state_dict
+from .discovery import FORMAT
 from .ldm_keys import (CONDITIONER_PREFIXES, DROPPED_PREFIXES, UNET_PREFIX, VAE_PREFIX, is_vae_attention_matrix,
                        unet_ldm_name, vae_ldm_name)
 from .safeload import WeightsError, save_safetensors
 
 log = logging.getLogger(__name__)
-FORMAT = "gen3dface-multiview"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 

@@ -35,7 +35,8 @@ def write_views(
     paths = []
     for i, image in enumerate(images):
         rel = f"views/view_{i:03d}.png"
-        Image.fromarray(np.ascontiguousarray(image), "RGBA").save(run_dir / rel)
+        # compress_level 1: 3x faster than the default, ~10 % larger files
+        Image.fromarray(np.ascontiguousarray(image), "RGBA").save(run_dir / rel, compress_level=1)
         paths.append(rel)
     meta = to_transforms(cameras, paths, extra)
     if input_camera is not None:

@@ -20,7 +20,9 @@ from engine.multiview.layouts import get_layout
 from engine.multiview.views import write_views
 from weights.safeload import WeightsError
 
-from .folder import FORMAT, load_folder, save_pretrained
+from weights.discovery import find_weights
+
+from .folder import load_folder, save_pretrained
 from .pipeline import MultiViewOutput, MultiViewPipeline
 
 log = logging.getLogger(__name__)
@@ -86,25 +88,6 @@ def resolve_dtype(name: str | torch.dtype, device: str | torch.device) -> torch.
     if name == "auto":
         return torch.float16 if dev.type == "cuda" else torch.float32
     return table[name]
-
-
-def find_weights(models_dir: str | Path | None) -> Path | None:
-    """A model folder under ``models_dir``: ``multiview/`` first, then any folder whose
-    ``model_index.json`` says it is a multi-view model. None if there is none."""
-    if models_dir is None:
-        return None
-    root = Path(models_dir).expanduser()
-    candidates = [root / "multiview", root / "gen3dface-multiview", root]
-    if root.is_dir():
-        candidates += sorted(p for p in root.iterdir() if p.is_dir())
-    for c in candidates:
-        index = c / "model_index.json"
-        try:
-            if index.is_file() and json.loads(index.read_text()).get("format") == FORMAT:
-                return c
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def load_pipeline(weights_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto") -> MultiViewPipeline:

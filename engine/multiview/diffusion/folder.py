@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from weights.discovery import FORMAT
 from weights.safeload import WeightsError, load_safetensors, save_safetensors
 
 from . import clip
@@ -30,7 +31,6 @@ from .pipeline import MultiViewPipeline
 
 log = logging.getLogger(__name__)
 
-FORMAT = "gen3dface-multiview"
 FORMAT_VERSION = 1
 WEIGHTS = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
            "conditioner": "diffusion_pytorch_model.safetensors", "image_encoder": "model.safetensors"}
