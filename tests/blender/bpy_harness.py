@@ -41,6 +41,66 @@ def disable() -> None:
     addon_utils.disable(ADDON, default_set=True)
 
 
+class RecordingLayout:
+    """Stand-in for ``bpy.types.UILayout`` that records what ``draw`` asks for, checked against RNA.
+
+    Module mode has no window, so a real layout cannot be drawn; instead every call is
+    checked against this Blender's own ``UILayout`` RNA: the function exists, each keyword
+    is one of its parameters, enum values (icons, progress ``type``) are valid here, and a
+    ``prop`` names a property of its data. An API that differs between Blender versions
+    (``layout.progress`` is 4.0+, icons get renamed) fails the test on the version that lacks it.
+    ``calls``: (name, [str(args)], {key: str(value)}) in order.
+    """
+
+    def __init__(self, calls: list, problems: list | None = None):
+        self.__dict__.update(calls=calls, problems=[] if problems is None else problems)
+
+    def __setattr__(self, name, value):
+        import bpy
+
+        if name not in bpy.types.UILayout.bl_rna.properties:
+            self.problems.append(f"UILayout has no property {name!r}")
+
+    def __getattr__(self, name):
+        import bpy
+
+        func = bpy.types.UILayout.bl_rna.functions.get(name)
+        if func is None:
+            self.problems.append(f"UILayout has no function {name!r}")
+
+        def record(*args, **kwargs):
+            if func is not None:
+                self._check(name, func, args, kwargs)
+            self.calls.append((name, [str(a) for a in args], {k: str(v) for k, v in kwargs.items()}))
+            outputs = [p for p in func.parameters if p.is_output] if func is not None else []
+            if outputs and outputs[0].identifier == "layout":
+                return RecordingLayout(self.calls, self.problems)
+            return type("Returned", (), {})()
+        return record
+
+    def _check(self, name, func, args, kwargs) -> None:
+        params = [p for p in func.parameters if not p.is_output]
+        given = dict(zip((p.identifier for p in params), args))
+        if len(args) > len(params):
+            self.problems.append(f"{name}: {len(args)} positional arguments, RNA has {len(params)}")
+        for key, value in kwargs.items():
+            if key not in func.parameters:
+                self.problems.append(f"{name}: no parameter {key!r}")
+            given[key] = value
+        for key, value in given.items():
+            param = func.parameters.get(key)
+            if param is not None and param.type == "ENUM" and isinstance(value, str) \
+                    and value not in param.enum_items.keys():
+                self.problems.append(f"{name}: {key}={value!r} is not valid in this Blender")
+        if name == "prop" and len(args) >= 2:
+            rna = getattr(args[0], "bl_rna", None)
+            if not (args[1] in rna.properties if rna is not None else hasattr(args[0], args[1])):
+                self.problems.append(f"prop: {type(args[0]).__name__} has no property {args[1]!r}")
+        missing = [p.identifier for p in params if p.is_required and p.identifier not in given]
+        if missing:
+            self.problems.append(f"{name}: missing required {missing}")
+
+
 def emit(**values) -> None:
     """Hand results to the pytest side: one JSON line on stdout, prefixed."""
     print("RESULT " + json.dumps(values), flush=True)

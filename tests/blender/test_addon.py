@@ -39,44 +39,31 @@ def test_addon_registers_without_torch(run_bpy):
     assert out["loaded"] == [] and out["panel"] is False  # last emit: after disable, the panel is gone
 
 
-class _Layout:
-    """Stand-in for ``UILayout`` that records what ``draw`` asks for."""
-
-    def __init__(self, calls):
-        self.calls = calls
-
-    def __getattr__(self, name):
-        def record(*args, **kwargs):
-            self.calls.append((name, [str(a) for a in args], {k: str(v) for k, v in kwargs.items()}))
-            return _Layout(self.calls) if name in ("row", "column", "box", "split") else type("Op", (), {})()
-        return record
-
-
 def test_panel_draw_idle_and_running(run_bpy, portrait_path):
     out = run_bpy(f"""
-        import sys, bpy, bpy_harness as h
-        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-        from test_addon import _Layout
+        import bpy, bpy_harness as h
         h.enable()
         from {PKG}.blender_addon import panel, jobs, prefs
         settings = bpy.context.scene.gen3dface
         settings.photo = {str(portrait_path)!r}
         settings.last_error = "something broke"
-        idle = []
-        panel.draw_panel(_Layout(idle), bpy.context)
+        idle, problems = [], []
+        panel.draw_panel(h.RecordingLayout(idle, problems), bpy.context)
         s, name = jobs.make_settings(dict(photo=settings.photo, output_dir={str(portrait_path.parent)!r},
                                           backend="projection", views=4, resolution=128), "")
         jobs.start(bpy.context, prefs.engine_python(), s, name)
         running = []
-        panel.draw_panel(_Layout(running), bpy.context)
+        panel.draw_panel(h.RecordingLayout(running, problems), bpy.context)
         poll_gen = bpy.ops.gen3dface.generate.poll()
         jobs.cancel()
         jobs.current().proc.wait(timeout=30)
         while jobs.tick() is not None:
             pass
-        h.emit(idle=idle, running=running, poll_gen=poll_gen, last_error=settings.last_error)
+        h.emit(idle=idle, running=running, poll_gen=poll_gen, last_error=settings.last_error, problems=problems,
+               version=bpy.app.version_string)
         h.disable()
     """)
+    assert out["problems"] == [], (out["version"], out["problems"])  # every call valid in this Blender's UILayout
     idle_names = [c[0] for c in out["idle"]]
     props = [c[1][1] for c in out["idle"] if c[0] == "prop"]
     assert props == ["photo", "backend", "views", "resolution", "steps", "guidance", "seed", "recon", "output_dir"]
@@ -139,3 +126,35 @@ def test_ui_job_cancel_leaves_scene_unchanged(run_bpy, portrait_path, tmp_path):
     print("cancelled during", out["stage"], "exit", out["exit"], f"after {out['seconds']:.1f} s")
     assert out["cancel_poll"] is False
     assert not list((tmp_path / "runs").glob("astronaut*"))
+
+
+def test_preferences_draw_setup_progress_offline_commands_and_doctor(run_bpy):
+    out = run_bpy(f"""
+        import bpy, bpy_harness as h
+        h.enable()
+        from {PKG}.blender_addon import engine_setup, prefs
+        real = prefs.get_prefs()
+        view = type("PrefsView", (), {{}})()  # draw() only reads self.layout and the three settings
+        view.bl_rna = real.bl_rna
+        for key in ("engine_python", "models_dir", "torch_index"):
+            setattr(view, key, getattr(real, key))
+        calls, problems = [], []
+        view.layout = h.RecordingLayout(calls, problems)
+        job = engine_setup.SetupJob([("Create the virtual environment", ["true"]), ("Install torch", ["true"])])
+        job.step, job.title, job.lines = 1, "Install torch", ["Collecting torch==2.13.0"]
+        prefs._setup_job, prefs._doctor_text = job, ["python: 3.11", "torch: 2.13.0"]
+        prefs.Gen3DFacePreferences.draw(view, bpy.context)
+        prefs._setup_job, prefs._doctor_text = None, []
+        h.emit(calls=calls, problems=problems, version=bpy.app.version_string)
+        h.disable()
+    """)
+    assert out["problems"] == [], (out["version"], out["problems"])
+    props = [c[1][1] for c in out["calls"] if c[0] == "prop"]
+    assert props == ["engine_python", "models_dir", "torch_index"]
+    ops = [c[1][0] for c in out["calls"] if c[0] == "operator"]
+    assert ops == ["gen3dface.setup_engine", "gen3dface.check_engine"]
+    progress = [c for c in out["calls"] if c[0] == "progress"]
+    assert progress == [["progress", [], {"factor": "0.5", "type": "BAR", "text": "Install torch"}]]
+    labels = [c[2].get("text", "") for c in out["calls"] if c[0] == "label"]
+    assert "Collecting torch==2.13.0" in labels and "torch: 2.13.0" in labels
+    assert any("pip install torch==2.13.0" in t for t in labels)  # online access is off in module mode

@@ -42,7 +42,8 @@ def test_build_zip_has_addon_and_engine_but_no_tests(tmp_path):
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "blender_addon/__init__.py" in names and "blender_addon/client.py" in names
     assert "engine/protocol.py" in names and "pyproject.toml" in names  # Set up engine installs from here
-    assert not [n for n in names if n.startswith(("tests/", "bench/", ".git", "docs/")) or "__pycache__" in n]
+    assert not [n for n in names if n.startswith(("tests/", "bench/", ".git", "docs/", ".venv")) or "__pycache__" in n]
+    assert not [n for n in names if n.startswith("scripts/")]  # developer scripts (test_blender.sh) stay out
     # The built zip is itself a valid package.
     done = subprocess.run([sys.executable, str(blender_ext()), "validate", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
