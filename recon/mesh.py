@@ -48,7 +48,9 @@ def sdf_volume(sdf_fn: Callable, resolution: int, device="cpu", coarse: int = 64
     if resolution <= coarse:
         return low if resolution == coarse else _resample(low, resolution)
     vol = _resample(low, resolution)
-    band_cells = np.abs(low) < 2.5 * (2 / (coarse - 1)) * np.sqrt(3)
+    # a coarse cell that holds surface has corners within one cell diagonal of it; dilating
+    # by a cell more covers an SDF whose gradient norm strays from 1
+    band_cells = np.abs(low) < (2 / (coarse - 1)) * np.sqrt(3)
     band = _resample(ndimage.binary_dilation(band_cells, iterations=1).astype(np.float32), resolution) > 0
     idx = np.argwhere(band)
     pts = (idx / (resolution - 1) * 2 - 1).astype(np.float32)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 import trimesh
 
@@ -11,6 +12,15 @@ from recon.harness import blob, cameras, smoothed_prior, write_dataset
 
 TINY = ReconConfig(steps=20, batch_rays=256, resolution=48, texture_size=128, target_faces=1000, prior_grid=48,
                    occupancy_resolution=32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread: on the shared, loaded 2-core test machine two threads ran ~8x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
