@@ -65,6 +65,9 @@ def main() -> None:
         print(f"texture bake {fast.texture_size}² + GLB/OBJ export: {f['texture_seconds']:.1f} s; total with "
               f"texture {f['seconds'] + f['texture_seconds']:.1f} s (target ≤ 90 s); peak RSS {rss_fast:.0f} MB",
               flush=True)
+        prior_only = harness.surface_metrics(harness.smoothed_prior(mesh), (mesh.vertices, mesh.faces))
+        print(f"the prior alone (smoothed, inflated 2 %): chamfer {prior_only['chamfer_pct']:.3f} %, "
+              f"normal {prior_only['normal_consistency']:.4f}", flush=True)
         ok = f["chamfer_pct"] <= 0.5 and f["psnr"] >= 28
         print(f"targets chamfer ≤ 0.5 % and held-out PSNR ≥ 28 dB: {'met' if ok else 'MISSED'}", flush=True)
         if args.skip_baseline:

@@ -18,6 +18,7 @@ Packed layout (nerfacc's): samples of one ray are contiguous, rays in increasing
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -222,6 +223,9 @@ def _cuda_sampling(estimator, rays_o, rays_d, **kwargs):
 def select_ops(device: str | torch.device) -> RayOps:
     """nerfacc's CUDA kernels on a CUDA device, the pure-torch stand-ins otherwise (logged once)."""
     if torch.device(device).type == "cuda":
+        if not os.environ.get("TORCH_EXTENSIONS_DIR"):
+            log.warning("TORCH_EXTENSIONS_DIR is not set: nerfacc will JIT-build its CUDA ops into "
+                        "torch's default cache (minutes, once)")
         ops = RayOps("nerfacc-cuda", _cuda_weights, _cuda_sampling, nerfacc.ray_aabb_intersect)
     else:
         ops = RayOps("torch-cpu", render_weight_from_alpha_cpu, occ_grid_sampling_cpu, ray_aabb_intersect)
