@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--baseline-steps", type=int, default=None, help="default: same as --steps")
     ap.add_argument("--shape", choices=("blob", "torus"), default="blob")
+    ap.add_argument("--mesh", type=Path, default=None, help="a textured mesh file (e.g. a head) instead of --shape")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (1 is far faster when other processes load the cores)")
@@ -46,6 +47,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
     mesh = harness.blob() if args.shape == "blob" else harness.torus()
+    if args.mesh is not None:
+        mesh, args.shape = harness.load_textured(args.mesh), args.mesh.name
     print(f"recon bench: {args.shape}, {args.views} views @ {args.size}px, torch threads {torch.get_num_threads()}")
     print(f"{'config':16s} {'steps':>5s} {'fit+mesh s':>10s} {'s/step':>7s} {'chamfer %':>9s} {'normal':>7s} "
           f"{'PSNR':>6s} {'PSNR fg':>7s} {'samp/ray':>8s}", flush=True)

@@ -66,6 +66,25 @@ def torus(major: float = 0.07, minor: float = 0.03) -> TexturedMesh:
     return TexturedMesh(v, np.asarray(t.faces, np.int64), _pattern(v, major / 3))
 
 
+def load_textured(path: str | Path, scale_to: float | None = 0.1) -> TexturedMesh:
+    """Any mesh file trimesh reads (e.g. a head) with its vertex colours or texture sampled at
+    the vertices; glTF is mapped Y-up → Z-up. ``scale_to``: radius of the bounding sphere
+    after centring (None: keep the file's units)."""
+    import trimesh
+
+    path = Path(path)
+    m = trimesh.load(path, force="mesh")
+    v = np.asarray(m.vertices, np.float64)
+    if path.suffix.lower() in (".glb", ".gltf"):
+        v = np.stack([v[:, 0], -v[:, 2], v[:, 1]], -1)
+    v = v - (v.min(0) + v.max(0)) / 2
+    if scale_to is not None:
+        v *= scale_to / np.linalg.norm(v, axis=1).max()
+    visual = m.visual.to_color() if hasattr(m.visual, "to_color") else m.visual  # texture → colours
+    colours = np.asarray(visual.vertex_colors, np.float32)[:, :3] / 255
+    return TexturedMesh(v, np.asarray(m.faces, np.int64), colours)
+
+
 def smoothed_prior(mesh: TexturedMesh, iterations: int = 10, inflate: float = 1.02) -> tuple[np.ndarray, np.ndarray]:
     """An approximate prior like a fitted template: Laplacian-smoothed and slightly inflated."""
     import trimesh

@@ -82,3 +82,13 @@ def test_config_from_dict():
     assert config_from_dict({"steps": 5}).steps == 5
     with pytest.raises(ValueError, match="stepz"):
         config_from_dict({"stepz": 5})
+
+
+def test_recon_never_imports_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys, recon.api, recon.harness, recon.mesh; "
+            "bad = [m for m in sys.modules if m == 'engine' or m.startswith('engine.')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recon.api import ReconConfig
-from recon.harness import blob, cameras, render_rgba, run, surface_metrics, torus
+from recon.harness import blob, cameras, load_textured, render_rgba, run, surface_metrics, torus
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,3 +41,14 @@ def test_small_neus_run_reaches_bounded_chamfer(tmp_path):
     assert out["normal_consistency"] > 0.95, out
     assert out["psnr"] > 20, out
     assert np.isfinite(out["seconds"])
+
+
+def test_load_textured_any_mesh_file(tmp_path):
+    import trimesh
+
+    m = blob(subdivisions=2)
+    colours = (np.c_[m.colours, np.ones(len(m.colours))] * 255).astype(np.uint8)
+    trimesh.Trimesh(m.vertices, m.faces, vertex_colors=colours, process=False).export(tmp_path / "b.ply")
+    loaded = load_textured(tmp_path / "b.ply", scale_to=None)
+    assert np.allclose(loaded.colours, m.colours, atol=1 / 255)
+    assert np.allclose(loaded.vertices, m.vertices - (m.vertices.min(0) + m.vertices.max(0)) / 2)
