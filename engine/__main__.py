@@ -1,6 +1,4 @@
 """``python -m engine`` is the ``gen3dface`` command."""
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

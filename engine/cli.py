@@ -138,6 +138,24 @@ def _run(args, ctx: RunContext) -> dict:
     return generate(photo, args.output, config, ctx, overwrite=args.overwrite)
 
 
+def _silence_native_stderr() -> None:
+    """Keep native libraries' chatter (TensorFlow Lite, absl in mediapipe) off the terminal.
+
+    They write to file descriptor 2 directly, so Python-level filters cannot catch them:
+    Python's own stderr (progress, logs, tracebacks) moves to a duplicate of fd 2 and fd 2
+    itself points at /dev/null. ``-v`` keeps everything.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(saved, "w", buffering=1, encoding="utf-8", errors="replace")
+    except OSError:  # no usable fd 2 (embedded interpreters): leave things as they are
+        return
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
@@ -145,11 +163,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(report(args.models_dir), indent=1))
         return EXIT_OK
+    if not args.verbose:
+        _silence_native_stderr()
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # mediapipe's TensorFlow Lite and glog chatter, set before it is imported
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     emit = JsonLines() if args.json else ProgressBar()
     ctx = RunContext(emit=emit)
     _watch_cancel(ctx)
@@ -171,3 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {k: str(run_dir / v) for k, v in manifest["outputs"].items()}
     emit(protocol.Result(output_dir=str(run_dir), manifest=str(run_dir / "result.json"), outputs=outputs))
     return EXIT_OK
+
+
+def entry() -> None:
+    """Console entry point: run ``main`` and leave at once.
+
+    Python's own shutdown with torch, diffusers and mediapipe loaded takes 2–4 s, which a
+    cancelled run would spend after it has already reported exit 130. Everything that
+    matters is done by then: the run directory is committed or discarded and the streams
+    are flushed here.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
