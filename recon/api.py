@@ -6,7 +6,8 @@
 Steps (Gen3D-Face §3.3, NeuS with nerfacc):
  1. load the views (``recon.dataset``) and fit a normalised scene box to their visual hull;
  2. initialise the SDF from the prior mesh (its signed distance on a grid, NeuS residual
-    starts at zero) or a sphere, and seed nerfacc's occupancy grid from it;
+    starts at zero), else from the masks' visual hull (or a sphere), and seed nerfacc's
+    occupancy grid from it;
  3. optimise NeuS coarse-to-fine (``recon.neus``), checking ``should_stop`` every step;
  4. marching cubes → largest component → small holes closed → decimated (``recon.mesh``);
  5. UV atlas, base colour baked from the views (colour field fills the rest), GLB + OBJ.
@@ -30,7 +31,8 @@ from .dataset import ViewSet, load_transforms
 from .errors import ReconInputError
 from .fields import FieldConfig, NeuSField
 from .neus import NeuSConfig, train
-from .sampling import SceneBox, all_rays, fit_scene_box, full_estimator, make_estimator, mesh_sdf_grid
+from .sampling import (SceneBox, all_rays, fit_scene_box, full_estimator, hull_sdf_grid, make_estimator,
+                       mesh_sdf_grid)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,10 @@ class ReconConfig:
     """Resolution of the prior mesh's signed-distance grid (SDF initialisation)."""
     init_inv_s_prior: float = 150.0
     """Initial NeuS sharpness s with a prior (the surface is already close)."""
-    init_inv_s: float = 20.0
-    """Initial NeuS sharpness s from a sphere."""
+    init_inv_s: float = 40.0
+    """Initial NeuS sharpness s without a prior (from the visual hull or a sphere)."""
+    hull_init: bool = True
+    """Without a prior, start from the visual hull of the masks (False: from a sphere, as NeuS)."""
     plane_resolutions: tuple[int, ...] = (32, 64, 128, 256)
     """Tri-plane encoding resolutions, coarse to fine."""
     eikonal_weight: float = 0.1
@@ -171,14 +175,15 @@ def fit(views: ViewSet, config: ReconConfig, prior=None, progress: Progress | No
                            init_inv_s=config.init_inv_s_prior if prior_vf is not None else config.init_inv_s)
         prior_sdf = None
         if prior_vf is not None:
-            grid = mesh_sdf_grid(*prior_vf, box, res=config.prior_grid, seed=config.seed)
-            prior_sdf = torch.from_numpy(grid)
+            prior_sdf = torch.from_numpy(mesh_sdf_grid(*prior_vf, box, res=config.prior_grid, seed=config.seed))
+        elif config.hull_init:
+            prior_sdf = torch.from_numpy(hull_sdf_grid(views, box, res=config.prior_grid))
         field_ = NeuSField(fcfg, prior_sdf).to(device)
         step = config.render_step_size
         if config.occupancy:
-            # with a prior, cells within two cells of its surface; from a sphere, which may be far
-            # from the object, the whole visual hull (occupancy updates then shrink it)
-            band = 2.0 * (2.0 / config.occupancy_resolution) if prior_vf is not None else float("inf")
+            # from a prior or the hull, cells within two cells of its surface; from a sphere,
+            # which may be far from the object, the whole visual hull (updates then shrink it)
+            band = 2.0 * (2.0 / config.occupancy_resolution) if prior_sdf is not None else float("inf")
             estimator = make_estimator(views, box, field_.sdf, config.occupancy_resolution, band, device)
         else:
             estimator = full_estimator(config.occupancy_resolution, device)

@@ -125,6 +125,19 @@ def mesh_sdf_grid(vertices: np.ndarray, faces: np.ndarray, box: SceneBox, res: i
     return sdf.astype(np.float32)
 
 
+def hull_sdf_grid(views: ViewSet, box: SceneBox, res: int = 96) -> np.ndarray:
+    """Signed distance (normalised units) of the visual hull on a res³ grid of corners spanning
+    [-1, 1]³, float32 [res, res, res]: the initial surface when there is no prior mesh (it
+    has the object's topology wherever the silhouettes show it, unlike a sphere)."""
+    h = 2.0 / (res - 1)
+    lo, hi = box.to_world(np.full(3, -1 - h / 2)), box.to_world(np.full(3, 1 + h / 2))
+    inside = visual_hull(views, lo, hi, res, dilate_px=1)
+    inside = ndimage.binary_opening(inside)  # carving leaves spurs where few views agree
+    out_d = ndimage.distance_transform_edt(~inside)
+    in_d = ndimage.distance_transform_edt(inside)
+    return np.where(inside, -(in_d - 0.5), out_d - 0.5).astype(np.float32) * h
+
+
 def make_estimator(views: ViewSet, box: SceneBox, sdf_fn, res: int, band: float,
                    device: str | torch.device) -> nerfacc.OccGridEstimator:
     """An ``OccGridEstimator`` over [-1, 1]³: −1 outside the visual hull, occupied where the
