@@ -65,6 +65,7 @@ def main() -> None:
         f = rows["fast"] = harness.run(mesh, work / "fast", fast, args.views, args.size, prior=True, texture=True)
         show("prior+occupancy", args.steps, f)
         rss_fast = _rss_mb()
+        print(f"textured mesh (exported GLB content) held-out PSNR: {f['psnr_textured']:.2f} dB", flush=True)
         print(f"texture bake {fast.texture_size}² + GLB/OBJ export: {f['texture_seconds']:.1f} s; total with "
               f"texture {f['seconds'] + f['texture_seconds']:.1f} s (target ≤ 90 s); peak RSS {rss_fast:.0f} MB",
               flush=True)

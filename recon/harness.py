@@ -180,6 +180,20 @@ def psnr_views(fitted: Fitted, mesh: TexturedMesh, cams: list[Camera]) -> dict:
     return {"psnr": float(-10 * np.log10(np.mean(full))), "psnr_fg": float(-10 * np.log10(np.mean(fg)))}
 
 
+def psnr_textured(vertices, faces, uvs, texture, mesh: TexturedMesh, cams: list[Camera]) -> float:
+    """PSNR of the exported textured mesh's unlit renders (on white) against ground truth."""
+    from .texture import render_textured
+
+    errs = []
+    for cam in cams:
+        gt = render_rgba(mesh, cam).astype(np.float32) / 255
+        gt_rgb = gt[..., :3] * gt[..., 3:] + (1 - gt[..., 3:])
+        colour, covered = render_textured(vertices, faces, uvs, faces, texture, cam)
+        pred = np.where(covered[..., None], colour[..., :3], 1.0)
+        errs.append(((pred - gt_rgb) ** 2).mean())
+    return float(-10 * np.log10(np.mean(errs)))
+
+
 def run(mesh: TexturedMesh, work_dir: Path, config: ReconConfig, n_views: int = 16, size: int = 256,
         prior: bool = True, n_heldout: int = 4, texture: bool = False) -> dict:
     """Render, reconstruct, and measure. Returns the figures and timings.
@@ -205,6 +219,7 @@ def run(mesh: TexturedMesh, work_dir: Path, config: ReconConfig, n_views: int = 
         v2, f2, uvs, tex = meshing.bake_texture(v, f, bake, config.texture_size, fitted.colour_world)
         meshing.export(work_dir / "out", "mesh", v2, f2, uvs, tex)
         out["texture_seconds"] = time.perf_counter() - t1
+        out["psnr_textured"] = psnr_textured(v2, f2, uvs, tex, mesh, held)
     out.update(surface_metrics((v, f), (mesh.vertices, mesh.faces)))
     out.update(psnr_views(fitted, mesh, held))
     return out

@@ -35,8 +35,10 @@ def test_render_rgba_covers_the_object():
 
 def test_small_neus_run_reaches_bounded_chamfer(tmp_path):
     cfg = ReconConfig(steps=40, batch_rays=512, resolution=64, target_faces=3000, prior_grid=48,
-                      occupancy_resolution=32, texture=False)
-    out = run(blob(subdivisions=3), tmp_path, cfg, n_views=8, size=48, n_heldout=1)
+                      occupancy_resolution=32, texture_size=256)
+    out = run(blob(subdivisions=3), tmp_path, cfg, n_views=8, size=48, n_heldout=1, texture=True)
+    assert out["psnr_textured"] > 20, out
+    assert (tmp_path / "out" / "mesh.glb").is_file()
     assert out["chamfer_pct"] < 1.5, out
     assert out["normal_consistency"] > 0.95, out
     assert out["psnr"] > 20, out
