@@ -167,8 +167,16 @@ def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfi
 
 
 def _recon(run_dir: Path, head, config: GenerateConfig, ctx: RunContext) -> dict:
+    """NeuS on the views → ``mesh/head.glb``; a textured prior from projection moves to ``prior/``."""
     from . import reconstruct
 
+    projected = run_dir / "mesh" / "head.glb"
+    outputs = {}
+    if projected.exists():
+        projected.rename(run_dir / "prior" / "head_textured.glb")
+        outputs["prior_textured"] = "prior/head_textured.glb"
     result = reconstruct.run_recon(run_dir / "transforms.json", run_dir / "mesh", ctx,
                                    prior=(head.vertices, head.faces), steps=config.recon_steps, seed=config.seed)
-    return {"mesh": str(Path(result.mesh_glb).relative_to(run_dir)), "mesh_obj": str(Path(result.mesh_obj).relative_to(run_dir))}
+    outputs.update(mesh=str(Path(result.mesh_glb).relative_to(run_dir)),
+                   mesh_obj=str(Path(result.mesh_obj).relative_to(run_dir)))
+    return outputs

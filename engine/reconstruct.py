@@ -6,7 +6,6 @@ callbacks onto the run context and its errors onto the engine's exit codes. Used
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -24,7 +23,7 @@ class ReconFailed(Gen3DError):
 
 
 def run_recon(transforms: Path, out_dir: Path, ctx: RunContext, prior=None, steps: int | None = None,
-              resolution: int | None = None, seed: int = 0):
+              resolution: int | None = None, seed: int = 0, name: str = "head"):
     """Reconstruct a textured mesh from ``transforms`` into ``out_dir``; return recon's result."""
     from recon import api
     from recon.errors import ReconCancelled, ReconError, ReconInputError
@@ -34,7 +33,7 @@ def run_recon(transforms: Path, out_dir: Path, ctx: RunContext, prior=None, step
     try:
         return api.reconstruct(transforms, out_dir, config, prior=prior,
                                progress=lambda step, total, message="": ctx.progress(step, total, message),
-                               should_stop=lambda: ctx.cancelled, device=ctx.device)
+                               should_stop=lambda: ctx.cancelled, device=ctx.device, name=name)
     except ReconInputError as exc:
         raise BadInput(exc.path, exc.reason, "bad_views") from None
     except ReconCancelled:
@@ -53,18 +52,21 @@ def recon_command(args, ctx: RunContext) -> dict:
         prior = Path(args.prior)
         if not prior.is_file():
             raise BadInput(prior, "prior mesh not found", "not_found")
+    from .pipeline import Stages
+
     run_dir = RunDir(args.output, overwrite=args.overwrite)
+    stages = Stages(ctx, ["recon"])
     tmp = run_dir.open()
     try:
-        ctx.stage_name = "recon"
-        result = run_recon(transforms.resolve(), tmp / "mesh", ctx, prior=prior, steps=args.steps,
-                           resolution=args.resolution, seed=args.seed)
+        with stages("recon"):
+            result = run_recon(transforms.resolve(), tmp / "mesh", ctx, prior=prior, steps=args.steps,
+                               resolution=args.resolution, seed=args.seed)
         outputs = {"mesh": os.path.relpath(result.mesh_glb, tmp), "mesh_obj": os.path.relpath(result.mesh_obj, tmp)}
         manifest = {"engine": "gen3dface", "command": "recon", "versions": versions(),
                     "input": {"path": str(transforms.resolve()), "sha256": sha256_file(transforms)},
                     "config": {"steps": args.steps, "resolution": args.resolution, "seed": args.seed,
                                "prior": None if prior is None else str(prior)},
-                    "metrics": dataclasses.asdict(result).get("metrics", {}) if dataclasses.is_dataclass(result) else {},
+                    "metrics": result.metrics, "timings": stages.timings,
                     "outputs": outputs, "warnings": ctx.warnings}
         ctx.check_cancelled()
         final = run_dir.commit(manifest)

@@ -203,11 +203,11 @@ def extract_mesh(fitted: Fitted, config: ReconConfig) -> tuple[np.ndarray, np.nd
 
 def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconConfig = ReconConfig(),
                 prior=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                device: str = "cpu") -> ReconResult:
+                device: str = "cpu", name: str = "mesh") -> ReconResult:
     """Reconstruct a textured mesh from a nerfstudio ``transforms.json``.
 
     transforms_path: RGBA views (or RGB + ``mask_path``) with cameras, Blender world.
-    out_dir: receives ``mesh.glb`` and ``mesh.obj`` (+ ``mesh.mtl``, ``mesh.png``).
+    out_dir: receives ``<name>.glb`` and ``<name>.obj`` (+ ``.mtl``, ``.png``); name defaults to "mesh".
     prior: optional (vertices [V, 3], faces [F, 3]) in the same world, or a mesh file path
         (.glb/.gltf are read Y-up and mapped back to Z-up); initialises the SDF and the
         occupancy grid.
@@ -231,7 +231,7 @@ def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconC
             raise ReconCancelled()
         bake_views = [(img, cam, m > 0.5) for img, cam, m in zip(views.images, views.cameras, views.masks)]
         v2, f2, uvs, tex = meshing.bake_texture(v, f, bake_views, config.texture_size, fitted.colour_world)
-        glb, obj = meshing.export(Path(out_dir), "mesh", v2, f2, uvs, tex)
+        glb, obj = meshing.export(Path(out_dir), name, v2, f2, uvs, tex)
         metrics["texture_seconds"] = time.perf_counter() - t_mesh
     metrics["total_seconds"] = time.perf_counter() - t0
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
