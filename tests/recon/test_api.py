@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
 import trimesh
 
@@ -14,13 +13,7 @@ TINY = ReconConfig(steps=20, batch_rays=256, resolution=48, texture_size=128, ta
                    occupancy_resolution=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared, loaded 2-core test machine two threads ran ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

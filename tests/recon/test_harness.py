@@ -3,19 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from recon.api import ReconConfig
 from recon.harness import blob, cameras, load_textured, render_rgba, run, surface_metrics, torus
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared, loaded 2-core test machine two threads ran ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_metrics_of_identical_and_scaled_meshes():

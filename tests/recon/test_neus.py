@@ -18,13 +18,7 @@ TINY = dict(steps=6, batch_rays=256, resolution=40, texture_size=64, target_face
             occupancy_resolution=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared, loaded 2-core test machine two threads ran ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
