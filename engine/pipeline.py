@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import protocol
 from .context import RunContext
 from .errors import BadInput
-from .rundir import RunDir, sha256_file
-from .versions import versions
+from .rundir import RunDir, manifest
 
 log = logging.getLogger(__name__)
 
@@ -80,28 +80,23 @@ def _choose_backend(config: GenerateConfig, ctx: RunContext) -> tuple[str, Path 
 
 
 class Stages:
-    """Announces and times the stages of one run."""
+    """Announces and times the stages of one run: ``with stages("prior"): ...``."""
 
     def __init__(self, ctx: RunContext, names: list[str]):
         self.ctx, self.names, self.timings = ctx, names, {}
 
+    @contextmanager
     def __call__(self, name: str):
-        stages = self
-
-        class _Stage:
-            def __enter__(self):
-                stages.ctx.check_cancelled()
-                stages.ctx.stage_name = name
-                if stages.ctx.emit:
-                    stages.ctx.emit(protocol.Stage(name=name, index=stages.names.index(name), total=len(stages.names)))
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                stages.timings[name] = round(time.perf_counter() - self.t0, 3)
-                log.info("stage %s: %.2f s", name, stages.timings[name])
-                return False
-
-        return _Stage()
+        self.ctx.check_cancelled()  # a stage boundary is a step boundary
+        self.ctx.stage_name = name
+        if self.ctx.emit:
+            self.ctx.emit(protocol.Stage(name=name, index=self.names.index(name), total=len(self.names)))
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t0, 3)
+            log.info("stage %s: %.2f s", name, self.timings[name])
 
 
 def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext, overwrite: bool = False) -> dict:
@@ -113,8 +108,7 @@ def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext,
     run_dir.check()
     if not photo.is_file():
         raise BadInput(photo, "file not found" if not photo.exists() else "not a regular file", "not_found")
-    tmp = run_dir.open()
-    try:
+    with run_dir as tmp:
         backend, weights = _choose_backend(config, ctx)
         use_recon = config.recon == "on" or (config.recon == "auto" and backend == "diffusion")
         stages = Stages(ctx, ["preprocess", "prior", backend] + (["recon"] if use_recon else []))
@@ -131,20 +125,15 @@ def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext,
         if use_recon:
             with stages("recon"):
                 outputs.update(_recon(tmp, head, config, ctx))
-        manifest = {
-            "engine": "gen3dface", "command": "generate", "versions": versions(),
-            "input": {"path": str(photo.resolve()), "sha256": sha256_file(photo)},
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-            "backend": backend, "head_model": head.model, "recon": use_recon,
-            "timings": stages.timings, "outputs": outputs, "warnings": ctx.warnings,
-        }
+        result = manifest(
+            "generate", photo,
+            config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            backend=backend, head_model=head.model, recon=use_recon,
+            timings=stages.timings, outputs=outputs, warnings=ctx.warnings,
+        )
         ctx.check_cancelled()
-        final = run_dir.commit(manifest)
-    except BaseException:
-        run_dir.discard()
-        raise
-    manifest["run_dir"] = str(final)
-    return manifest
+        final = run_dir.commit(result)
+    return {**result, "run_dir": str(final)}
 
 
 def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfig, ctx: RunContext) -> dict:

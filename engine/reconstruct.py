@@ -11,8 +11,7 @@ from pathlib import Path
 
 from .context import RunContext
 from .errors import BadInput, Cancelled, Gen3DError
-from .rundir import RunDir, sha256_file
-from .versions import versions
+from .rundir import RunDir, manifest
 
 
 class ReconFailed(Gen3DError):
@@ -56,22 +55,15 @@ def recon_command(args, ctx: RunContext) -> dict:
 
     run_dir = RunDir(args.output, overwrite=args.overwrite)
     stages = Stages(ctx, ["recon"])
-    tmp = run_dir.open()
-    try:
+    with run_dir as tmp:
         with stages("recon"):
             result = run_recon(transforms.resolve(), tmp / "mesh", ctx, prior=prior, steps=args.steps,
                                resolution=args.resolution, seed=args.seed)
         outputs = {"mesh": os.path.relpath(result.mesh_glb, tmp), "mesh_obj": os.path.relpath(result.mesh_obj, tmp)}
-        manifest = {"engine": "gen3dface", "command": "recon", "versions": versions(),
-                    "input": {"path": str(transforms.resolve()), "sha256": sha256_file(transforms)},
-                    "config": {"steps": args.steps, "resolution": args.resolution, "seed": args.seed,
-                               "prior": None if prior is None else str(prior)},
-                    "metrics": result.metrics, "timings": stages.timings,
-                    "outputs": outputs, "warnings": ctx.warnings}
+        done = manifest("recon", transforms,
+                        config={"steps": args.steps, "resolution": args.resolution, "seed": args.seed,
+                                "prior": None if prior is None else str(prior)},
+                        metrics=result.metrics, timings=stages.timings, outputs=outputs, warnings=ctx.warnings)
         ctx.check_cancelled()
-        final = run_dir.commit(manifest)
-    except BaseException:
-        run_dir.discard()
-        raise
-    manifest["run_dir"] = str(final)
-    return manifest
+        final = run_dir.commit(done)
+    return {**done, "run_dir": str(final)}

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import BadInput
+from .versions import versions
 
 MANIFEST = "result.json"
 
@@ -61,6 +62,14 @@ class RunDir:
             raise BadInput(parent, f"cannot write the output directory ({exc.strerror or exc})", "output_not_writable") from None
         return self.tmp
 
+    def __enter__(self) -> Path:
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:  # failure or cancel: nothing that looks like a run is left
+            self.discard()
+        return False
+
     def commit(self, manifest: dict) -> Path:
         """Write result.json last, then rename the temporary directory into place."""
         assert self.tmp is not None, "open() first"
@@ -81,6 +90,13 @@ class RunDir:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+
+
+def manifest(command: str, input_path: Path, **fields) -> dict:
+    """The common head of result.json: engine, command, package versions and the input's sha256."""
+    input_path = Path(input_path)
+    return {"engine": "gen3dface", "command": command, "versions": versions(),
+            "input": {"path": str(input_path.resolve()), "sha256": sha256_file(input_path)}, **fields}
 
 
 def sha256_file(path: Path) -> str:
