@@ -14,9 +14,9 @@ from recon.cameras import Camera, orbit_camera
 
 #: Distance of the orbit cameras from the head centre, metres.
 RADIUS = 1.0
-#: Field of view of the orbit cameras: a 0.46 m square at the head centre, enough for a
+#: Field of view of the orbit cameras: a 0.43 m square at the head centre, enough for a
 #: head with hair and neck (FLAME's head is ~0.25 m tall without the neck).
-FOV_DEG = 26.0
+FOV_DEG = 24.0
 
 
 @dataclass(frozen=True)
