@@ -132,7 +132,7 @@ def write_obj(
     v, f, uvs, texture, normals = _check(vertices, faces, uvs, texture, vertex_normals)
     path = Path(path)
     stem = path.stem
-    lines = [f"# Gen3D Face head (Y up, metres)", f"mtllib {stem}.mtl", f"o {stem}"]
+    lines = ["# Gen3D Face head (Y up, metres)", f"mtllib {stem}.mtl", f"o {stem}"]
     vy = v @ BLENDER_TO_YUP.T
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vy]
     if uvs is not None:

@@ -1,7 +1,6 @@
 """Generate → imported head with the REAL engine on the bundled portrait (projection backend)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

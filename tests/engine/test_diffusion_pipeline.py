@@ -15,7 +15,7 @@ from engine.errors import BadInput, Cancelled, ModelMissing
 from engine.multiview.diffusion import DiffusionConfig, find_weights, load_pipeline, run
 from engine.multiview.layouts import gen3dface
 
-from .diffusion_fixtures import TINY_SIZE, TINY_VIEWS, tiny_inputs, tiny_model_dir  # noqa: F401 - fixture
+from .diffusion_fixtures import TINY_SIZE, TINY_VIEWS, tiny_inputs
 
 torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 

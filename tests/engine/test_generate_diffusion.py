@@ -9,12 +9,11 @@ import pytest
 import trimesh
 
 from tests.engine.cli_helpers import assert_one_line_error, run_cli
-from tests.engine.diffusion_fixtures import tiny_model_dir  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 
 
-def test_diffusion_backend_through_recon(tmp_path, portrait_path, tiny_model_dir):  # noqa: F811
+def test_diffusion_backend_through_recon(tmp_path, portrait_path, tiny_model_dir):
     out = tmp_path / "run"
     result = run_cli("generate", portrait_path, "-o", out, "--json", "--backend", "diffusion", "--weights",
                      tiny_model_dir, "--steps", "2", "--resolution", "128", "--recon-steps", "60")
@@ -47,7 +46,7 @@ def test_auto_without_weights_falls_back_to_projection_with_a_warning(tmp_path):
     assert ctx.warnings[0]["code"] == "no_diffusion_weights" and "docs/diffusion.md" in ctx.warnings[0]["message"]
 
 
-def test_auto_with_weights_picks_diffusion(tmp_path, tiny_model_dir):  # noqa: F811
+def test_auto_with_weights_picks_diffusion(tmp_path, tiny_model_dir):
     from engine.context import RunContext
     from engine.multiview.diffusion import find_weights
     from engine.pipeline import GenerateConfig, _choose_backend

@@ -1,7 +1,6 @@
 """``gen3dface recon`` and ``generate --recon on`` as subprocesses, with their bad inputs."""
 import json
 
-import numpy as np
 import pytest
 import trimesh
 

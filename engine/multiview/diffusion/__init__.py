@@ -7,7 +7,6 @@ a converted checkpoint folder (``weights/convert_syncdreamer.py`` or
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, fields, replace
 from pathlib import Path

@@ -96,7 +96,6 @@ def frustum_points(c2w, intr, width: int, height: int, res: int, depth_planes: i
     Latent-pixel centres × ``depth_planes`` planes of constant depth between the camera's
     distance to the origin ± ``half_length`` (Morphable Diffusion uses the real distance).
     """
-    n = c2w.shape[0]
     dev, dt = c2w.device, c2w.dtype
     dist = c2w[:, :3, 3].norm(dim=-1)  # [n]
     steps = torch.linspace(0, 1, depth_planes, device=dev, dtype=dt)

@@ -1,0 +1,2 @@
+"""Fixtures shared by the engine tests."""
+from tests.engine.diffusion_fixtures import tiny_model_dir  # noqa: F401 - a session fixture, registered here
