@@ -60,7 +60,7 @@ class GenerateConfig:
 
 def _choose_backend(config: GenerateConfig, ctx: RunContext) -> tuple[str, Path | None]:
     """The backend to run and, for diffusion, its weights folder."""
-    from weights.discovery import find_weights
+    from weights.discovery import find_weights, folder_problem
 
     if config.backend == "projection":
         return "projection", None
@@ -75,6 +75,11 @@ def _choose_backend(config: GenerateConfig, ctx: RunContext) -> tuple[str, Path 
     if weights is None:
         ctx.warn("no_diffusion_weights", f"no diffusion weights in {ctx.models_dir}; using the embedded projection "
                  "backend (see docs/diffusion.md to install weights)")
+        return "projection", None
+    problem = folder_problem(weights)
+    if problem:
+        ctx.warn("bad_diffusion_weights", f"{problem}; using the embedded projection backend "
+                 "(reinstall the model folder, see docs/diffusion.md)")
         return "projection", None
     return "diffusion", weights
 

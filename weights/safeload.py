@@ -13,6 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .discovery import safetensors_problem
+
 
 class WeightsError(Exception):
     """A weight file is missing, corrupt or not the expected one. ``path``: the file."""
@@ -33,21 +35,9 @@ def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
 
 def _check_header(path: Path) -> None:
     """The 8-byte length + JSON header of a safetensors file, validated without loading data."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise WeightsError(path, "not a safetensors file (too short)")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or 8 + n > size:
-            raise WeightsError(path, "not a safetensors file (bad header length)")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as exc:
-            raise WeightsError(path, f"not a safetensors file (header: {exc})") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end > size:
-        raise WeightsError(path, f"truncated: {size} bytes, header needs {8 + n + end}")
+    problem = safetensors_problem(path)
+    if problem:
+        raise WeightsError(path, problem)
 
 
 def load_safetensors(path: str | Path, sha256: str | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:

@@ -55,3 +55,19 @@ def test_auto_with_weights_picks_diffusion(tmp_path, tiny_model_dir):
     assert find_weights(models) == tiny_model_dir
     ctx = RunContext(models_dir=models)
     assert _choose_backend(GenerateConfig(), ctx)[0] == "diffusion" and ctx.warnings == []
+
+
+def test_auto_with_a_damaged_model_falls_back_with_a_warning(tmp_path, tiny_model_dir):
+    import shutil
+
+    from engine.context import RunContext
+    from engine.pipeline import GenerateConfig, _choose_backend
+
+    folder = tmp_path / "multiview"
+    shutil.copytree(tiny_model_dir, folder)
+    unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])  # an interrupted download
+    ctx = RunContext(models_dir=tmp_path)
+    assert _choose_backend(GenerateConfig(), ctx) == ("projection", None)
+    warning = ctx.warnings[0]
+    assert warning["code"] == "bad_diffusion_weights" and "truncated" in warning["message"] and str(unet) in warning["message"]
