@@ -120,12 +120,14 @@ def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext,
         # 1. Photo → oriented RGB, 478 landmarks, head crop with matte, input intrinsics.
         with stages("preprocess"):
             pre = preprocess.run(photo, tmp, preprocess.PreprocessConfig(size=config.resolution), ctx)
+            ctx.preview(tmp / "input" / "crop.png")  # paths in previews are valid while the run lasts
         # 2. Head model fitted to the landmarks: mesh in the Blender world + input camera.
         with stages("prior"):
             head = prior.run(pre, tmp, prior.PriorConfig(), ctx)
         # 3. Views all around the head + transforms.json (+ the textured prior for projection).
         with stages(backend):
             outputs = _multiview(backend, weights, pre, head, tmp, config, ctx)
+            ctx.preview(tmp / "views" / "view_000.png")
         # 4. Neural surface from the views → textured mesh.
         if use_recon:
             with stages("recon"):

@@ -30,6 +30,8 @@ def test_events_in_order(run):
     assert types[0] == "start" and types[-1] == "result"
     stages = [e["name"] for e in result.events if e["type"] == "stage"]
     assert stages == ["preprocess", "prior", "projection"]
+    previews = [(e["stage"], e["path"].split("/")[-1]) for e in result.events if e["type"] == "preview"]
+    assert previews == [("preprocess", "crop.png"), ("projection", "view_000.png")]
     final = protocol.Event.from_dict(result.events[-1])
     assert final.output_dir == str(out) and json.loads(open(final.manifest).read())["backend"] == "projection"
     assert all(open(path, "rb") for path in final.outputs.values() if not path.endswith("views"))
