@@ -101,3 +101,27 @@ def test_cancel(tmp_path, portrait_path, how):
     assert code == 130, proc.stderr.read()[-2000:]
     assert events[-1]["type"] == "error" and events[-1]["exit_code"] == 130
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mesh_projects_into_every_view_alpha(run):
+    """The exported head, projected through each transforms.json camera, lands in that view's
+    alpha for ≥ 99 % of its visible vertices (one pixel of slack on the silhouette)."""
+    import trimesh
+    from scipy.ndimage import maximum_filter
+
+    from recon.export import BLENDER_TO_YUP
+    from recon.raster import visible_vertices
+
+    out, _ = run
+    mesh = trimesh.load(out / "mesh" / "head.glb", force="mesh", process=False)
+    assert mesh.visual.material.metallicFactor == 0.0 and mesh.visual.uv is not None
+    verts = mesh.vertices @ BLENDER_TO_YUP  # glTF (Y up) → Blender world
+    meta = json.loads((out / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        alpha = np.asarray(Image.open(out / frame["file_path"]))[..., 3]
+        camera = from_frame(meta, frame)
+        visible = visible_vertices(verts, mesh.faces, camera, eps=2e-3)
+        uv, _ = camera.project(verts[visible])
+        px = np.clip(np.floor(uv).astype(int), 0, alpha.shape[0] - 1)
+        hits = maximum_filter(alpha, size=3)[px[:, 1], px[:, 0]] > 0
+        assert visible.sum() > 500 and hits.mean() >= 0.99, (frame["file_path"], hits.mean())
