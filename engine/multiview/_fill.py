@@ -14,6 +14,9 @@ mesh so the fill meets the projected texture without seams.
 - ``hair_variation`` / ``scalp_colours``: the unseen head's colours per texel: hair with
   low-frequency blotches and fine combed streaks on the scalp, skin elsewhere.
 - ``ear_gate``: ears hidden behind hair in the photo are not painted with that hair.
+- ``hair_from_texels``: the hair colour re-estimated from the projected scalp texels (Lab median).
+- ``clothing_mask`` / ``chin_gate``: collars below the jaw and the grazing underside of the
+  chin are not projected; the skin fill continues there.
 - ``fill_correction`` / ``diffuse_fill``: a smooth correction that takes the fill to the
   photo's colours where they were seen (data + decay + graph-Laplacian terms, one sparse
   solve on the mesh, so UV seams do not exist for it); the fill keeps its own detail.
@@ -265,9 +268,10 @@ def hair_variation(points: np.ndarray, hair: np.ndarray, spread: float, frame: H
     """[N, 3] hair colour with soft variation, so the fill reads as hair, not a flat helmet.
 
     Two deterministic (``seed``) lightness fields multiply the colour: low-frequency blobs
-    (``_blobs``) and fine streaks along the combing direction: random waves in the azimuth
-    around the crown (clumps of 1–5 mm), each fading in and out along the meridians, so
-    streaks run from the crown down and break off like strands. Their amplitude follows the
+    (``_blobs``) and faint fine streaks along the combing direction: random, bent waves in
+    the azimuth around the crown (clumps of 1–6 mm), each fading in and out along the
+    meridians and modulated by slow noise, so streaks run from the crown down and break off
+    like strands instead of forming a regular rib. Their amplitude follows the
     photo's own lightness spread of the hair (``spread``), within ±6 … ±15 %.
     """
     p = np.asarray(points, dtype=np.float64)
@@ -276,13 +280,15 @@ def hair_variation(points: np.ndarray, hair: np.ndarray, spread: float, frame: H
     polar = (frame.z_top - p[:, 2]) / frame.r  # 0 at the crown, ~2.6 at the nape
     streaks = np.zeros(len(p))
     n = 14
-    for cycles in rng.uniform(90, 400, n).round():
-        bend = rng.uniform(0.3, 1.2) * np.sin(rng.uniform(1.5, 3.5) * polar + rng.uniform(0, 2 * np.pi))
+    for cycles in rng.uniform(60, 400, n).round():
+        bend = rng.uniform(0.5, 2.0) * np.sin(rng.uniform(1.5, 3.5) * polar + rng.uniform(0, 2 * np.pi))
         envelope = 0.5 + 0.5 * np.sin(rng.uniform(2, 6) * polar + rng.uniform(0, 2 * np.pi))
         streaks += envelope * np.sin(cycles * theta + bend * cycles / 90 + rng.uniform(0, 2 * np.pi))
     streaks *= np.sqrt(2.0 / n) * _smoothstep(polar, 0.05, 0.4)  # no pattern singularity at the crown
+    # A slow random gain on the streaks: regular stripes everywhere read as a knit cap.
+    streaks *= 0.6 + 0.4 * _blobs(p, seed + 2)
     amp = float(np.clip(spread, 0.06, 0.15))
-    light = 1 + amp * (0.7 * _blobs(p, seed + 1) + 0.3 * np.clip(streaks, -1.5, 1.5))
+    light = 1 + amp * (0.8 * _blobs(p, seed + 1) + 0.15 * np.clip(streaks, -1.5, 1.5))
     return (np.asarray(hair, np.float32)[None] * light[:, None]).clip(0, 1).astype(np.float32)
 
 
@@ -384,3 +390,97 @@ def fill_correction(
     a = (sp.diags(dw + mu) + lap).tocsc()
     rhs = dw[:, None] * (np.asarray(observed, np.float64) - np.asarray(prior, np.float64))
     return np.asarray(spsolve(a, rhs), dtype=np.float32).reshape(n, 3)
+
+
+#: Lower lip and chin (mediapipe): the neck and the underside of the chin lie below them.
+LOWER_LIP_ID, CHIN_ID = 17, 152
+#: Jaw corners (mediapipe): clothing is looked for below the line through them.
+JAW_IDS = (172, 397)
+#: Projected hair texels needed to trust their colour over the crop's candidates.
+MIN_HAIR_TEXELS = 200
+
+
+def hair_from_texels(colours: Colours, tex_c: np.ndarray, tex_w: np.ndarray, hairness: np.ndarray,
+                     full_weight: float) -> Colours:
+    """The hair colour as the mesh shows it: the median (CIE Lab) of the projected texels on the
+    scalp (``hairness`` > 0.7) that take the photo fully and are hair-coloured (ΔE > ``HAIR_DELTA_E``
+    from the skin).
+
+    The crop's candidates (``estimate_colours``) include the shadowed hair beside the face and the
+    matte's dark edge; the texels are the hair the viewer sees next to the fill, so the fill meets
+    it without a step in hue or lightness. tex_c: [N, 3]; tex_w, hairness: [N]. Keeps the crop's
+    estimate when fewer than ``MIN_HAIR_TEXELS`` qualify or the head is bald/unknown.
+    """
+    from dataclasses import replace
+
+    from skimage.color import lab2rgb, rgb2lab
+
+    if colours.hair_state != "seen":
+        return colours
+    sel = np.nonzero((hairness > 0.7) & (tex_w >= full_weight))[0]
+    if len(sel) < MIN_HAIR_TEXELS:
+        return colours
+    lab = rgb2lab(np.asarray(tex_c, np.float64)[sel][None])[0]
+    skin_lab = rgb2lab(np.asarray(colours.skin, np.float64)[None, None])[0, 0]
+    lab = lab[np.linalg.norm(lab - skin_lab, axis=1) > HAIR_DELTA_E]
+    if len(lab) < MIN_HAIR_TEXELS:
+        return colours
+    med = np.median(lab, axis=0)
+    hair = lab2rgb(med[None, None])[0, 0].clip(0, 1).astype(np.float32)
+    q25, q75 = np.percentile(lab[:, 0] / 100.0, [25, 75])
+    log.info("hair colour from %d projected texels: %s (crop: %s)", len(lab), np.round(hair, 3),
+             np.round(colours.hair, 3))
+    return replace(colours, hair=hair, hair_spread=float((q75 - q25) / 1.35))
+
+
+def _below_line(landmarks: np.ndarray, ids: tuple[int, ...], s: int) -> np.ndarray:
+    """bool [S, S]: pixels below the line through the landmarks ``ids`` (crop pixels)."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    (x0, y0), (x1, y1) = lm[ids[0]], lm[ids[-1]]
+    cols = np.arange(s)[None, :] + 0.5
+    line = y0 + (y1 - y0) * (cols - x0) / (x1 - x0 if abs(x1 - x0) > 1e-6 else 1e-6)
+    return (np.arange(s)[:, None] + 0.5) > line
+
+
+def clothing_mask(crop: np.ndarray, alpha: np.ndarray, landmarks: np.ndarray | None,
+                  skin: np.ndarray) -> np.ndarray:
+    """bool [S, S]: foreground below the jaw that is not skin (collars, clothes, jewellery).
+
+    The head model's neck runs down into the clothing; projected (and mirrored) onto the neck,
+    a black collar becomes a dark band around the neck. Not skin = much darker than the skin
+    (L < 45 % of the skin's: deeper than a shadow) or of another hue/chroma (ΔE in a, b > 22).
+    Below the line through the jaw corners and outside the face oval, grown by 2 % of the crop
+    so the mixed pixels on its edge go too. Empty without landmarks.
+    """
+    from scipy.ndimage import binary_dilation, binary_opening
+    from skimage.color import rgb2lab
+    from skimage.draw import polygon2mask
+
+    s = alpha.shape[0]
+    if landmarks is None or len(landmarks) <= max(FACE_OVAL_IDS + JAW_IDS):
+        return np.zeros_like(alpha)
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    oval = polygon2mask((s, s), lm[list(FACE_OVAL_IDS)][:, ::-1] - 0.5)
+    region = alpha & _below_line(lm, JAW_IDS, s) & ~oval
+    out = np.zeros_like(alpha)
+    if not region.any():
+        return out
+    lab = rgb2lab(np.asarray(crop, np.float64)[region][None])[0]
+    skin_lab = rgb2lab(np.asarray(skin, np.float64)[None, None])[0, 0]
+    cloth = (lab[:, 0] < 0.45 * skin_lab[0]) | (np.linalg.norm(lab[:, 1:] - skin_lab[1:], axis=1) > 22)
+    out[region] = cloth
+    out = binary_opening(out, iterations=max(1, s // 256))  # isolated pixels are noise, not clothes
+    return binary_dilation(out, iterations=max(1, int(0.02 * s))) & alpha & ~oval
+
+
+def chin_gate(points: np.ndarray, normals: np.ndarray, rows: np.ndarray, lip_row: float | None) -> np.ndarray:
+    """[N] factor on the photo's weight: 0 on downward-facing surface below the lower lip.
+
+    A frontal photo sees the underside of the chin at a grazing angle: projected, it stretches
+    into streaks seen from below; the skin fill with the smooth correction is better there.
+    points, normals: [N, 3]; rows: [N] crop rows the points project to; lip_row: the lower lip's row.
+    """
+    if lip_row is None:
+        return np.ones(len(points), np.float32)
+    down = _smoothstep(-np.asarray(normals, np.float64)[:, 2], 0.35, 0.7)
+    return (1 - down * (np.asarray(rows) > lip_row)).astype(np.float32)

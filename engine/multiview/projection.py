@@ -12,7 +12,9 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
 4. the rest gets hair (on the scalp behind the hairline, with soft variation) and skin
    (face, ears, neck) colours estimated from the photo, plus a smooth correction on the
    mesh that meets the projected colours (``_fill``), blended by the projection weight, so
-   no seam shows; grazing texels and non-skin colours on the ears take no photo;
+   no seam shows; grazing texels, non-skin colours on the ears, clothing below the jaw
+   (out of the matte) and the downward-facing underside of the chin take no photo; the
+   hair colour is the median (Lab) of the projected hair texels the fill meets;
 5. N views are rendered around the head (layouts) with a soft Lambert shading and
    anti-aliased silhouettes (``_shade``), written with ``write_views``; the textured mesh
    goes to ``mesh/head.glb``.
@@ -112,13 +114,15 @@ class ProjectionResult:
 
     mesh_path: mesh/head.glb; transforms_path: transforms.json; texture: uint8 [T, T, 3];
     colours: {"skin": [3], "hair": [3], "hair_state": "seen" | "bald" | "unknown"}, colours
-    float in [0, 1] estimated from the photo.
+    float in [0, 1] estimated from the photo; seen: float32 [T, T] the photo's weight per
+    texel (0: fill only, ≥ ``full_weight``: photo only; 0 outside the charts).
     """
 
     mesh_path: Path
     transforms_path: Path
     texture: np.ndarray
     colours: dict
+    seen: np.ndarray | None = None
 
 
 def run(
@@ -147,37 +151,11 @@ def run(
     faces = np.asarray(prior.faces, dtype=np.int64)
     vmap, faces_split, uvs = _atlas(v, faces, prior, config)
     normals = vertex_normals(v, faces)
-    # 2. Direct projection of every texel (and vertex) through the input camera.
-    ctx.progress(1, total, "projecting the photo")
-    geo = texel_geometry(v, faces, uvs, faces_split, config.texture_size,
-                         uv_raster=_uv_raster(uvs, faces_split, config) if config.cache_uv else None)
-    frags = rasterize(v, faces, camera)
-    tex_c, tex_w = _project(geo.points, geo.normals, v, faces, crop, alpha, camera, frags, config)
-    ver_c, ver_w = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
-    # 3. Skin and hair colours; the fill diffused over the mesh from what the photo saw.
-    ctx.progress(2, total, "filling the unseen side")
+    # 2.–4. Photo where seen, hair/skin fill elsewhere.
     lm = _landmarks(landmarks, prior, run_dir)
-    frontal = ver_c[_frontal(ver_w, normals)]
-    cols = _fill.estimate_colours(crop, alpha, None if lm is None else np.asarray(lm), frontal)
+    tex = _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, config, ctx)
+    cols, texture8 = tex.colours, tex.texture
     skin, hair = cols.skin, cols.hair
-    if cols.hair_state == "unknown":
-        ctx.warn("hair_colour_default", "no hair visible above the forehead; using a default hair colour")
-    frame = _fill.HeadFrame.from_vertices(v)
-    # Ears hidden behind hair in the photo would be painted with that hair: keep them skin.
-    ver_w = ver_w * _fill.ear_gate(v, ver_c, skin, frame)
-    tex_w = tex_w * _fill.ear_gate(geo.points, tex_c, skin, frame)
-    # The unseen head: hair on the scalp / skin (per texel, so the hair keeps fine streaks),
-    # plus a smooth correction on the mesh that meets the photo's colours without a seam.
-    base_v = _fill.scalp_colours(v, cols, frame)
-    correction = _fill.fill_correction(v, faces, ver_c, np.clip(ver_w / config.full_weight, 0, 1), base_v,
-                                       decay_length=config.fill_decay)
-    # 4. Texture = photo where seen, fill elsewhere, blended by the projection weight.
-    fill_texels = _fill.scalp_colours(geo.points, cols, frame) + np.einsum(
-        "nk,nkc->nc", geo.bary, correction[faces[geo.face]])
-    blend = _fill._smoothstep(tex_w, 0.0, config.full_weight)[:, None]
-    texture = np.zeros((config.texture_size, config.texture_size, 3), np.float32)
-    texture[geo.rows, geo.cols] = blend * tex_c + (1 - blend) * fill_texels
-    texture8 = dilate(np.clip(np.rint(texture * 255), 0, 255).astype(np.uint8), geo.mask, config.unwrap_padding + 4)
     # 5. Views around the head.
     ctx.progress(3, total, "rendering views")
     layout = get_layout(config.layout, config.n_views)
@@ -199,7 +177,64 @@ def run(
     ctx.progress(total, total, "done")
     colours = {"skin": skin.tolist(), "hair": hair.tolist(), "hair_state": cols.hair_state}
     log.info("projection: skin %s hair %s, %d views", np.round(skin, 3), np.round(hair, 3), len(images))
-    return ProjectionResult(mesh_path, transforms, texture8, colours)
+    return ProjectionResult(mesh_path, transforms, texture8, colours, tex.seen)
+
+
+@dataclass(frozen=True)
+class _Texture:
+    """texture: uint8 [T, T, 3]; seen: float32 [T, T] photo weight; colours: ``_fill.Colours``."""
+
+    texture: np.ndarray
+    seen: np.ndarray
+    colours: "_fill.Colours"
+
+
+def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, config: ProjectionConfig,
+             ctx: RunContext) -> _Texture:
+    """Steps 2–4 of the module docstring: project, estimate the colours, fill, blend."""
+    ctx.progress(1, 6, "projecting the photo")
+    geo = texel_geometry(v, faces, uvs, faces_split, config.texture_size,
+                         uv_raster=_uv_raster(uvs, faces_split, config) if config.cache_uv else None)
+    frags = rasterize(v, faces, camera)
+    ver_c0, ver_w0 = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
+    frontal = ver_c0[_frontal(ver_w0, normals)]
+    cols = _fill.estimate_colours(crop, alpha, lm, frontal)
+    if cols.hair_state == "unknown":
+        ctx.warn("hair_colour_default", "no hair visible above the forehead; using a default hair colour")
+    # Clothing below the jaw is not the neck's colour: out of the matte, so neither the direct
+    # nor the mirrored projection paints the neck with a collar (its soft border blends).
+    cloth = _fill.clothing_mask(crop, alpha, lm, cols.skin)
+    matte = alpha & ~cloth
+    if cloth.any():
+        ver_c0, ver_w0 = _project(v, normals, v, faces, crop, matte, camera, frags, config)
+    tex_c, tex_w = _project(geo.points, geo.normals, v, faces, crop, matte, camera, frags, config)
+    ver_c, ver_w = ver_c0, ver_w0
+    frame = _fill.HeadFrame.from_vertices(v)
+    # Ears hidden behind hair and the grazing underside of the chin take no photo.
+    lip = None if lm is None else float(lm[_fill.LOWER_LIP_ID, 1])
+    ver_w = ver_w * _fill.ear_gate(v, ver_c, cols.skin, frame) * _fill.chin_gate(
+        v, normals, camera.project(v)[0][:, 1], lip)
+    tex_w = tex_w * _fill.ear_gate(geo.points, tex_c, cols.skin, frame) * _fill.chin_gate(
+        geo.points, geo.normals, camera.project(geo.points)[0][:, 1], lip)
+    # The hair colour as the mesh shows it next to the fill (not the crop's shadowed candidates).
+    full = np.nonzero(tex_w >= config.full_weight)[0]  # only these can count (saves ~0.3 s)
+    hairness = _fill.hair_prior(v, geo.points[full], frame, cols.side_hair)
+    cols = _fill.hair_from_texels(cols, tex_c[full], tex_w[full], hairness, config.full_weight)
+    ctx.progress(2, 6, "filling the unseen side")
+    # The unseen head: hair on the scalp / skin (per texel, so the hair keeps fine streaks),
+    # plus a smooth correction on the mesh that meets the photo's colours without a seam.
+    base_v = _fill.scalp_colours(v, cols, frame)
+    correction = _fill.fill_correction(v, faces, ver_c, np.clip(ver_w / config.full_weight, 0, 1), base_v,
+                                       decay_length=config.fill_decay)
+    fill_texels = _fill.scalp_colours(geo.points, cols, frame) + np.einsum(
+        "nk,nkc->nc", geo.bary, correction[faces[geo.face]])
+    blend = _fill._smoothstep(tex_w, 0.0, config.full_weight)[:, None]
+    texture = np.zeros((config.texture_size, config.texture_size, 3), np.float32)
+    texture[geo.rows, geo.cols] = blend * tex_c + (1 - blend) * fill_texels
+    seen = np.zeros((config.texture_size, config.texture_size), np.float32)
+    seen[geo.rows, geo.cols] = tex_w
+    texture8 = dilate(np.clip(np.rint(texture * 255), 0, 255).astype(np.uint8), geo.mask, config.unwrap_padding + 4)
+    return _Texture(texture8, seen, cols)
 
 
 def _check_inputs(crop_rgba, prior, run_dir: Path) -> tuple[np.ndarray, np.ndarray, Camera]:

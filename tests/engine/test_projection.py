@@ -225,3 +225,38 @@ def test_hair_over_the_temples_lowers_the_side_hairline():
     covered = _fill.hair_prior(v, frame=frame, side_hair=1.0)
     assert covered[temple].mean() > bare[temple].mean() + 0.2
     assert np.allclose(covered[v[:, 1] > 0.08], bare[v[:, 1] > 0.08])  # the back is unchanged
+
+
+def test_clothing_below_the_jaw_is_masked_and_the_chin_underside_gated():
+    skin = np.array([0.8, 0.6, 0.5], np.float32)
+    crop = np.tile(skin, (100, 100, 1))
+    crop[80:, :] = 0.05  # a black collar
+    crop[85:, 35:55] = skin * 0.6  # a shadowed neck (same hue, darker): still skin
+    alpha = np.ones((100, 100), bool)
+    lm = np.full((478, 2), 50.0)
+    oval = np.array(_fill.FACE_OVAL_IDS)
+    ang = np.linspace(0, 2 * np.pi, len(oval), endpoint=False)
+    lm[oval] = np.stack([50 + 25 * np.sin(ang), 40 - 30 * np.cos(ang)], -1)
+    lm[list(_fill.JAW_IDS)] = [(30, 55), (70, 55)]
+    cloth = _fill.clothing_mask(crop, alpha, lm, skin)
+    assert cloth[82:, :30].all() and cloth[82:, 70:].all()
+    assert not cloth[:50].any() and not cloth[90:, 40:50].any()
+    assert not _fill.clothing_mask(crop, alpha, None, skin).any()
+    pts = np.zeros((3, 3))
+    normals = np.array([[0, 0, -1.0], [0, -1.0, 0], [0, 0, -1.0]])
+    gate = _fill.chin_gate(pts, normals, np.array([90.0, 90.0, 40.0]), lip_row=60.0)
+    np.testing.assert_allclose(gate, [0, 1, 1])
+
+
+def test_hair_colour_from_projected_texels():
+    skin, crop_hair, lit = np.array([0.8, 0.6, 0.5]), np.array([0.3, 0.3, 0.1]), np.array([0.6, 0.5, 0.3])
+    cols = _fill.Colours(skin.astype(np.float32), crop_hair.astype(np.float32), "seen", 0.05)
+    n = 1000
+    tex_c = np.tile(lit, (n, 1))
+    tex_c[:100] = skin  # skin texels on the scalp's edge do not count
+    out = _fill.hair_from_texels(cols, tex_c, np.full(n, 0.5), np.ones(n), 0.3)
+    np.testing.assert_allclose(out.hair, lit, atol=0.01)
+    # Too few texels (or not seen fully): the crop's estimate stays.
+    assert np.allclose(_fill.hair_from_texels(cols, tex_c, np.full(n, 0.1), np.ones(n), 0.3).hair, crop_hair)
+    bald = _fill.Colours(cols.skin, cols.skin, "bald", 0.0)
+    assert _fill.hair_from_texels(bald, tex_c, np.full(n, 0.5), np.ones(n), 0.3) is bald
