@@ -3,8 +3,9 @@
 The field lives in a normalised box [-1, 1]³ (``SceneBox``) fitted to the visual hull of
 the masks (and the prior mesh, if any). nerfacc's ``OccGridEstimator`` skips empty space:
 cells outside the visual hull are marked −1 (never sampled, never updated, like nerfacc's
-``mark_invisible_cells``), and the remaining cells are seeded from the prior's SDF (or the
-initial sphere) and then refreshed from the field's opacity during training.
+``mark_invisible_cells``), and the remaining cells are seeded from the initial SDF (a band
+around it, or with a prior everything from just inside it out to the hull) and then
+refreshed from the field's opacity during training.
 """
 from __future__ import annotations
 
@@ -90,13 +91,17 @@ def fit_scene_box(views: ViewSet, prior_vertices: np.ndarray | None = None, marg
 
 def mesh_sdf_grid(vertices: np.ndarray, faces: np.ndarray, box: SceneBox, res: int = 96,
                   n_samples: int = 200_000, seed: int = 0) -> np.ndarray:
-    """Signed distance (normalised units, negative inside) of a closed mesh on a res³ grid of
+    """Signed distance (normalised units, negative inside) of a mesh on a res³ grid of
     corners spanning [-1, 1]³ (indexed [ix, iy, iz]), float32 [res, res, res].
 
+    The mesh need not be closed: a fitted template has an open neck and eye holes, and a
+    textured mesh split at UV seams cracks open once smoothed. So the sign never comes from
+    filling the interior (one crack and the whole inside reads "outside"); each grid point
+    takes it from the normal of the surface sample nearest to it (a pseudo-normal test).
     Near the surface (3 voxels): exact distance to dense area-weighted surface samples
-    (cKDTree) signed by the nearest sample's face normal. Elsewhere: the Euclidean distance
-    transform of the voxelised surface, signed by filling the shell's interior (a k-d query
-    for far points costs minutes; this costs a second).
+    (cKDTree). Elsewhere: the Euclidean distance transform to the voxelised samples, whose
+    nearest-voxel indices give the sample for the distance and the sign (a k-d query for far points
+    costs minutes; this costs a second).
     """
     v = box.to_unit(vertices)
     tri = v[np.asarray(faces, dtype=np.int64)]
@@ -110,18 +115,21 @@ def mesh_sdf_grid(vertices: np.ndarray, faces: np.ndarray, box: SceneBox, res: i
     nrm = normals[fid] / np.maximum(area[fid, None], 1e-20)
     h = 2.0 / (res - 1)
     ijk = np.clip(np.rint((pts + 1) / h).astype(int), 0, res - 1)
-    shell = np.zeros((res, res, res), bool)
-    shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
-    shell = ndimage.binary_dilation(shell)  # close pinholes between samples
-    inside = ndimage.binary_fill_holes(shell) & ~shell
-    far = (ndimage.distance_transform_edt(~shell) + 1) * h  # +1: the shell was dilated by a voxel
-    sdf = np.where(inside, -far, far)
-    band = np.argwhere(far < 3 * h)
+    owner = np.full((res, res, res), -1, np.int64)  # one surface sample per occupied voxel
+    owner[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = np.arange(n_samples)
+    edt, near = ndimage.distance_transform_edt(owner < 0, return_indices=True)
+    sample = owner[near[0], near[1], near[2]]  # [res, res, res] nearest voxel's sample
+    grid = np.stack(np.meshgrid(*[np.arange(res) * h - 1] * 3, indexing="ij"), -1)
+    offset = grid - pts[sample]
+    sign = np.sign(np.einsum("...d,...d->...", offset, nrm[sample]))
+    sign[sign == 0] = 1
+    sdf = np.linalg.norm(offset, axis=-1) * sign  # to that voxel's sample, not its centre
+    band = np.argwhere(edt * h < 3 * h)
     grid_pts = band * h - 1
     dist, nearest = cKDTree(pts).query(grid_pts)
-    sign = np.sign(np.einsum("nd,nd->n", grid_pts - pts[nearest], nrm[nearest]))
-    sign[sign == 0] = 1
-    sdf[band[:, 0], band[:, 1], band[:, 2]] = dist * sign
+    bsign = np.sign(np.einsum("nd,nd->n", grid_pts - pts[nearest], nrm[nearest]))
+    bsign[bsign == 0] = 1
+    sdf[band[:, 0], band[:, 1], band[:, 2]] = dist * bsign
     return sdf.astype(np.float32)
 
 
@@ -138,10 +146,10 @@ def hull_sdf_grid(views: ViewSet, box: SceneBox, res: int = 96) -> np.ndarray:
     return np.where(inside, -(in_d - 0.5), out_d - 0.5).astype(np.float32) * h
 
 
-def make_estimator(views: ViewSet, box: SceneBox, sdf_fn, res: int, band: float,
+def make_estimator(views: ViewSet, box: SceneBox, sdf_fn, res: int, band: tuple[float, float],
                    device: str | torch.device) -> nerfacc.OccGridEstimator:
     """An ``OccGridEstimator`` over [-1, 1]³: −1 outside the visual hull, occupied where the
-    initial surface is within ``band`` (normalised units) of the cell centre.
+    initial SDF at the cell centre lies in (−band[0], band[1]) (normalised units).
 
     sdf_fn: (x [n, 3] normalised torch) → sdf [n].
     """
@@ -151,7 +159,7 @@ def make_estimator(views: ViewSet, box: SceneBox, sdf_fn, res: int, band: float,
     centres = (est.grid_coords.float() + 0.5) / res * 2 - 1
     with torch.no_grad():
         sdf = torch.cat([sdf_fn(c) for c in centres.split(65536)])
-    occ = (sdf.abs() < band).float()
+    occ = ((sdf > -band[0]) & (sdf < band[1])).float()
     hull_t = torch.from_numpy(hull.reshape(-1)).to(device)
     est.occs.copy_(torch.where(hull_t, occ, torch.full_like(occ, -1.0)))
     est.binaries.copy_((est.occs > 0).view(est.binaries.shape))
