@@ -53,6 +53,8 @@ def _generate_options(p: argparse.ArgumentParser, default_output: Path | None = 
     p.add_argument("--recon", default="auto", choices=("auto", "on", "off"),
                    help="neural surface reconstruction (auto: on for diffusion, off for projection)")
     p.add_argument("--recon-steps", type=int, default=None, help="NeuS optimisation steps")
+    p.add_argument("--recon-resolution", type=int, default=None, help="marching-cubes resolution of recon")
+    p.add_argument("--texture-size", type=int, default=None, help="texture size of the recon mesh (default 2048)")
     p.add_argument("--weights", type=Path, default=None, help="diffusion model folder")
     _common(p)
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", type=Path, default=None, help="mesh to initialise the surface from")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps")
     p.add_argument("--resolution", type=int, default=None, help="marching-cubes resolution")
+    p.add_argument("--texture-size", type=int, default=None, help="texture size in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
@@ -134,6 +137,7 @@ def _run(args, ctx: RunContext) -> dict:
     photo = _demo_photo(args.output) if args.command == "demo" else args.photo
     config = GenerateConfig(backend=args.backend, views=args.views, resolution=args.resolution, steps=args.steps,
                             guidance=args.guidance, seed=args.seed, recon=args.recon, recon_steps=args.recon_steps,
+                            recon_resolution=args.recon_resolution, texture_size=args.texture_size,
                             weights=args.weights)
     return generate(photo, args.output, config, ctx, overwrite=args.overwrite)
 

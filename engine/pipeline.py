@@ -42,6 +42,10 @@ class GenerateConfig:
     """Neural surface reconstruction: "on", "off", or "auto" (on for diffusion, off for projection)."""
     recon_steps: int | None = None
     """NeuS optimisation steps (None: recon's default)."""
+    recon_resolution: int | None = None
+    """Marching-cubes resolution of recon (None: recon's default)."""
+    texture_size: int | None = None
+    """Texture size of the recon mesh in pixels (None: recon's default, 2048)."""
     weights: Path | None = None
     """Diffusion model folder (None: look in the models folder)."""
 
@@ -172,7 +176,8 @@ def _recon(run_dir: Path, head, config: GenerateConfig, ctx: RunContext) -> dict
         projected.rename(run_dir / "prior" / "head_textured.glb")
         outputs["prior_textured"] = "prior/head_textured.glb"
     result = reconstruct.run_recon(run_dir / "transforms.json", run_dir / "mesh", ctx,
-                                   prior=(head.vertices, head.faces), steps=config.recon_steps, seed=config.seed)
+                                   prior=(head.vertices, head.faces), steps=config.recon_steps, seed=config.seed,
+                                   resolution=config.recon_resolution, texture_size=config.texture_size)
     outputs.update(mesh=str(Path(result.mesh_glb).relative_to(run_dir)),
                    mesh_obj=str(Path(result.mesh_obj).relative_to(run_dir)))
     return outputs

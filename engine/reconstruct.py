@@ -22,12 +22,12 @@ class ReconFailed(Gen3DError):
 
 
 def run_recon(transforms: Path, out_dir: Path, ctx: RunContext, prior=None, steps: int | None = None,
-              resolution: int | None = None, seed: int = 0, name: str = "head"):
+              resolution: int | None = None, seed: int = 0, texture_size: int | None = None, name: str = "head"):
     """Reconstruct a textured mesh from ``transforms`` into ``out_dir``; return recon's result."""
     from recon import api
     from recon.errors import ReconCancelled, ReconError, ReconInputError
 
-    overrides = {"steps": steps, "resolution": resolution, "seed": seed}
+    overrides = {"steps": steps, "resolution": resolution, "seed": seed, "texture_size": texture_size}
     config = api.ReconConfig(**{k: v for k, v in overrides.items() if v is not None})
     try:
         return api.reconstruct(transforms, out_dir, config, prior=prior,
@@ -58,10 +58,11 @@ def recon_command(args, ctx: RunContext) -> dict:
     with run_dir as tmp:
         with stages("recon"):
             result = run_recon(transforms.resolve(), tmp / "mesh", ctx, prior=prior, steps=args.steps,
-                               resolution=args.resolution, seed=args.seed)
+                               resolution=args.resolution, seed=args.seed, texture_size=args.texture_size)
         outputs = {"mesh": os.path.relpath(result.mesh_glb, tmp), "mesh_obj": os.path.relpath(result.mesh_obj, tmp)}
         done = manifest("recon", transforms,
                         config={"steps": args.steps, "resolution": args.resolution, "seed": args.seed,
+                                "texture_size": args.texture_size,
                                 "prior": None if prior is None else str(prior)},
                         metrics=result.metrics, timings=stages.timings, outputs=outputs, warnings=ctx.warnings)
         ctx.check_cancelled()

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 def test_diffusion_backend_through_recon(tmp_path, portrait_path, tiny_model_dir):
     out = tmp_path / "run"
     result = run_cli("generate", portrait_path, "-o", out, "--json", "--backend", "diffusion", "--weights",
-                     tiny_model_dir, "--steps", "2", "--resolution", "128", "--recon-steps", "60")
+                     tiny_model_dir, "--steps", "2", "--resolution", "128", "--recon-steps", "60", "--recon-resolution", "64",
+                     "--texture-size", "256")
     assert result.code == 0, result.stderr[-3000:]
     stages = [e["name"] for e in result.events if e["type"] == "stage"]
     assert stages == ["preprocess", "prior", "diffusion", "recon"]

@@ -22,7 +22,7 @@ def views_run(tmp_path_factory, portrait_path):
 def test_recon_command(tmp_path, views_run):
     out = tmp_path / "recon"
     result = run_cli("recon", views_run / "transforms.json", "-o", out, "--prior", views_run / "prior" / "head.glb",
-                     "--steps", "40", "--resolution", "64", "--json")
+                     "--steps", "40", "--resolution", "64", "--texture-size", "256", "--json")
     assert result.code == 0, result.stderr[-3000:]
     assert [e["type"] for e in result.events][-1] == "result"
     manifest = json.loads((out / "result.json").read_text())
@@ -35,7 +35,8 @@ def test_recon_command(tmp_path, views_run):
 def test_generate_with_recon_on(tmp_path, portrait_path):
     out = tmp_path / "run"
     result = run_cli("generate", portrait_path, "-o", out, "--backend", "projection", "--views", "6",
-                     "--resolution", "128", "--recon", "on", "--recon-steps", "30")
+                     "--resolution", "128", "--recon", "on", "--recon-steps", "30", "--recon-resolution", "64",
+                     "--texture-size", "256")
     assert result.code == 0, result.stderr[-3000:]
     manifest = json.loads((out / "result.json").read_text())
     assert manifest["recon"] is True and list(manifest["timings"]) == ["preprocess", "prior", "projection", "recon"]
