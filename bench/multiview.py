@@ -5,7 +5,9 @@
 
 "Overhead" = one denoising step of the pipeline (volumes, frustum nets, depth attention,
 joint attention, CFG) / one bare ``UNet2DConditionModel`` forward over the same batch
-(default attention processor, no conditioner). Random weights; prints one line per figure.
+(default attention processor, no conditioner). Random weights. Prints wall time and the
+process's CPU time per call: on a shared machine the CPU-time ratio is the steadier one.
+Run the step and the bare forward back to back (this script does), one heavy run at a time.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _timed(fn, repeats: int) -> float:
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """(wall s, process CPU s) per call, after one warm-up call."""
     fn()  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - t0) / repeats
+    return (time.perf_counter() - t0) / repeats, (time.process_time() - c0) / repeats
 
 
 def _peak_mb() -> float:
@@ -41,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--joint-max-tokens", type=int, default=0, help="joint attention only at ≤ this many tokens/view")
+    ap.add_argument("--chunk", type=int, default=4, help="views per call of the per-view nets (DiffusionConfig.views_per_chunk)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
 
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     r = args.size // pipe.vae_scale_factor
     latents = torch.randn(args.views, 4, r, r)
     t = torch.tensor(500)
-    step = _timed(lambda: pipe.predict_noise(latents, t, cond, args.guidance, 4), args.repeats)
+    step = _timed(lambda: pipe.predict_noise(latents, t, cond, args.guidance, args.chunk), args.repeats)
     peak_step = _peak_mb()
 
     s = cond.c2w.shape[0] * (2 if args.guidance != 1.0 else 1)
@@ -72,7 +76,8 @@ def main(argv=None) -> int:
     bare = _timed(lambda: pipe.unet(x, torch.full((s,), 500), encoder_hidden_states=ctx).sample, args.repeats)
     print(f"config={args.config} views={args.views} size={args.size} guidance={args.guidance} unet_batch={s} "
           f"joint_max_tokens={args.joint_max_tokens}")
-    print(f"step_s={step:.3f} bare_unet_s={bare:.3f} overhead_ratio={step / bare:.2f} peak_rss_mb={peak_step:.0f}")
+    print(f"step_s={step[0]:.3f} bare_unet_s={bare[0]:.3f} overhead_ratio={step[0] / bare[0]:.2f} "
+          f"step_cpu_s={step[1]:.3f} bare_unet_cpu_s={bare[1]:.3f} cpu_ratio={step[1] / bare[1]:.2f} peak_rss_mb={peak_step:.0f}")
     return 0
 
 

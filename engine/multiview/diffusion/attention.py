@@ -16,8 +16,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def pixel_major(context: torch.Tensor) -> torch.Tensor:
+    """The same [b, C, D, h, w] tensor stored as [b, h, w, D, C] in memory (a copy unless it already is).
+
+    The depth attention reads each pixel's D×C block contiguously; the frustum features of
+    one level feed several DepthTransformers, so they are converted once per step.
+    """
+    return context.permute(0, 3, 4, 2, 1).contiguous().permute(0, 4, 3, 1, 2)
+
+
 class DepthAttention(nn.Module):
-    """Query from a 2D map, keys/values from the matching frustum volume, softmax over depth."""
+    """Query from a 2D map, keys/values from the matching frustum volume, softmax over depth.
+
+    Computed without materialising keys and values: q·(W_k c) = (W_kᵀ q)·c and
+    Σ_d a_d (W_v c_d) = W_v (Σ_d a_d c_d), per head. The projections act per latent pixel
+    (h·w of them) instead of per frustum sample (D·h·w), the same function as SyncDreamer's
+    ``DepthAttention`` up to float rounding; the weights keep their 1×1-conv keys and shapes.
+    """
 
     def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int, output_bias: bool = True):
         super().__init__()
@@ -30,14 +45,16 @@ class DepthAttention(nn.Module):
         self.to_out = nn.Conv2d(inner, query_dim, 1, 1, bias=output_bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """x: [b, C, h, w]; context: [b, Cv, D, h, w] → [b, C, h, w]."""
+        """x: [b, C, h, w]; context: [b·h·w, D, Cv] (pixel-major, see ``DepthTransformer``) → [b, C, h, w]."""
         b, _, h, w = x.shape
-        d = context.shape[2]
-        q = self.to_q(x).reshape(b, self.heads, self.dim_head, 1, h, w)
-        k = self.to_k(context).reshape(b, self.heads, self.dim_head, d, h, w)
-        v = self.to_v(context).reshape(b, self.heads, self.dim_head, d, h, w)
-        attn = ((q * k).sum(2, keepdim=True) * self.scale).softmax(dim=3)  # [b, heads, 1, D, h, w]
-        out = (v * attn).sum(3).reshape(b, self.heads * self.dim_head, h, w)
+        heads, dh, cv = self.heads, self.dim_head, context.shape[-1]
+        q = self.to_q(x).permute(0, 2, 3, 1).reshape(b * h * w, heads, dh)
+        wk = self.to_k.weight.reshape(heads, dh, cv).to(q.dtype)
+        qk = torch.einsum("phd,hdc->phc", q, wk) * self.scale  # [p, heads, Cv]
+        attn = torch.bmm(context, qk.transpose(1, 2)).softmax(dim=1)  # [p, D, heads]
+        mixed = torch.bmm(attn.transpose(1, 2), context)  # [p, heads, Cv]
+        wv = self.to_v.weight.reshape(heads, dh, cv).to(q.dtype)
+        out = torch.einsum("phc,hdc->phd", mixed, wv).reshape(b, h, w, heads * dh).permute(0, 3, 1, 2)
         return self.to_out(out)
 
 
@@ -59,9 +76,35 @@ class DepthTransformer(nn.Module):
         )
         nn.init.zeros_(self.proj_out[-1].weight)  # starts as identity, like zero_module
 
+    def project_context(self, context: torch.Tensor) -> torch.Tensor:
+        """``proj_context`` (1×1 conv, GroupNorm, ReLU) in pixel-major layout: [b, C, D, h, w] → [b·h·w, D, C].
+
+        Free of copies when ``context`` is stored pixel-major (``pixel_major``); GroupNorm's
+        statistics do not depend on the layout, so this is ``proj_context(context)`` permuted.
+        """
+        conv, norm, _ = self.proj_context
+        b, c, d, h, w = context.shape
+        y = F.linear(context.permute(0, 3, 4, 2, 1), conv.weight.reshape(c, c))  # [b, h, w, D, C]
+        # [b, C, h, w, D] view of a channels-last tensor: GroupNorm's channels-last kernel, no copy
+        y = F.group_norm(y.permute(0, 4, 1, 2, 3), norm.num_groups, norm.weight, norm.bias, norm.eps)
+        return F.relu(y.permute(0, 2, 3, 4, 1)).reshape(b * h * w, d, c)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """x: [b, dim, h, w]; context: [b, context_dim, D, h, w]."""
-        h = self.depth_attn(self.proj_in(x), self.proj_context(context))
+        """x: [b, dim, h, w]; context: [n ≤ b, context_dim, D, h, w] (best stored ``pixel_major``).
+
+        Rows n.. of ``x`` get a zero volume (classifier-free guidance's unconditional branch).
+        A zero volume projects to the same context at every sample, so the softmax over depth
+        is uniform and returns that context: one depth sample per item gives the same result
+        as D·h·w of them.
+        """
+        n, m = context.shape[0], x.shape[0] - context.shape[0]
+        q = self.proj_in(x)
+        h = self.depth_attn(q[:n], self.project_context(context)) if n else None
+        if m > 0:
+            r2 = x.shape[-2] * x.shape[-1]
+            zero = self.project_context(context.new_zeros(m, context.shape[1], 1, 1, 1))  # [m, 1, C]
+            h0 = self.depth_attn(q[n:], zero.repeat_interleave(r2, 0))
+            h = h0 if h is None else torch.cat([h, h0])
         return self.proj_out(h) + x
 
 
@@ -97,6 +140,10 @@ class MultiViewAttnProcessor:
         context = hidden_states if is_self else encoder_hidden_states
         if not is_self and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
+        if not is_self and context.shape[1] == 1 and attention_mask is None:
+            # one key (SyncDreamer's context is one token per view): its softmax weight is exactly 1,
+            # so attention returns the value; q, k and the SDPA call are skipped
+            return self._single_key(attn, context, residual, ndim, batch, tokens)
         q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         joint = is_self and self.joint and n_views > 1 and (self.max_tokens <= 0 or tokens <= self.max_tokens)
         groups = batch // n_views if joint else batch
@@ -112,6 +159,18 @@ class MultiViewAttnProcessor:
         out = attn.to_out[1](attn.to_out[0](out))
         if ndim == 4:
             out = out.transpose(-1, -2).reshape(b4, c4, h4, w4)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    @staticmethod
+    def _single_key(attn, context, residual, ndim, batch, tokens):
+        """Cross-attention over a single context token: [batch, 1, C] → every query's output."""
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(context)))  # [batch, 1, C], the same for all queries
+        if ndim == 4:
+            out = out.transpose(1, 2)[..., None].expand(residual.shape)
+        else:
+            out = out.expand(batch, tokens, -1)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor

@@ -18,10 +18,18 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 
 from . import geometry
-from .attention import DepthTransformer
+from .attention import DepthTransformer, pixel_major
 from .config import ConditionerConfig
 from .sparse_conv import SparseConvNet, voxelize
 from .volume_nets import FrustumTV3DNet, MeshFeatureExtractor, NoisyTargetViewEncoder, SpatialTime3DNet
+
+
+def view_chunks(n: int, chunk: int) -> list[slice]:
+    """≤ ``chunk`` views per slice, sizes balanced (5 views by 4 → 3 + 2, not 4 + 1: a batch of one
+    runs the 3D convs least efficiently)."""
+    parts = -(-n // max(1, chunk))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class SpatialVolumeNet(nn.Module):
@@ -100,8 +108,7 @@ class MultiViewConditioner(nn.Module):
         cfg = self.config
         pts = geometry.volume_points(cfg.volume_size, cfg.volume_length, latents.device, c2w.dtype).reshape(-1, 3)
         out = []
-        for s in range(0, latents.shape[0], chunk):
-            sl = slice(s, s + chunk)
+        for sl in view_chunks(latents.shape[0], chunk):
             n = latents[sl].shape[0]
             feats = self.spatial_volume.target_encoder(latents[sl], t_emb.expand(n, -1), v_embed[sl].to(latents.dtype))
             uv, depth = geometry.project(pts, c2w[sl], intr[sl])
@@ -139,23 +146,32 @@ class MultiViewConditioner(nn.Module):
             volume = dense if volume is None else volume + dense
         return volume
 
-    def frustum_features(self, volume, t_emb, v_embed, c2w, intr, size: int, chunk: int) -> dict[int, torch.Tensor]:
-        """Per-view frustum features {r: [S, d0, D, r, r], r/2: …, r/4: …, r/8: …}.
+    def frustum_points(self, c2w, intr, size: int) -> torch.Tensor:
+        """World points of each view's frustum volume, [S, D, r, r, 3]: fixed by the cameras, so
+        the pipeline computes them once per run rather than once per step."""
+        cfg = self.config
+        return geometry.frustum_points(c2w, intr, size, size, self.latent, cfg.frustum_depth, cfg.frustum_length)
 
-        volume: [1, C, V, V, V] or None (zeros: no geometry); t_emb, v_embed: [S, *]; cameras [S].
+    def frustum_features(self, volume, t_emb, v_embed, c2w, intr, size: int, chunk: int,
+                         points: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+        """Per-view frustum features {r: [S, d0, D, r, r], r/2: …, r/4: …, r/8: …}, stored ``pixel_major``.
+
+        volume: [1, C, V, V, V] or None (zeros: no geometry); t_emb, v_embed: [S, *]; cameras [S];
+        points: ``frustum_points`` of these cameras (computed here if None).
         """
         cfg, r = self.config, self.latent
-        s_total = c2w.shape[0]
+        if points is None:
+            points = self.frustum_points(c2w, intr, size)
         levels: dict[int, list[torch.Tensor]] = {}
-        for s in range(0, s_total, chunk):
-            sl = slice(s, s + chunk)
-            pts = geometry.frustum_points(c2w[sl], intr[sl], size, size, r, cfg.frustum_depth, cfg.frustum_length)
+        for sl in view_chunks(c2w.shape[0], chunk):
             if volume is None:
-                n = pts.shape[0]
+                n = points[sl].shape[0]
                 feats = t_emb.new_zeros(n, cfg.volume_channels, cfg.frustum_depth, r, r)
             else:
-                feats = geometry.sample_volume(volume, pts, cfg.volume_length)
+                feats = geometry.sample_volume(volume, points[sl], cfg.volume_length)
+            # channels-last 3D convs: ~25 % faster on CPU (oneDNN); the same function up to rounding
+            feats = feats.contiguous(memory_format=torch.channels_last_3d)
             out = self.spatial_volume.frustum_volume_feats(feats, t_emb[sl], v_embed[sl].to(feats.dtype))
             for k, v in out.items():
                 levels.setdefault(k, []).append(v)
-        return {k: torch.cat(v, 0) for k, v in levels.items()}
+        return {k: pixel_major(torch.cat(v, 0)) for k, v in levels.items()}

@@ -49,6 +49,7 @@ class _Conditions:
     intr: torch.Tensor  # [S, 4]
     vertices: torch.Tensor | None  # [P, 3]
     n_targets: int
+    frustum_points: torch.Tensor | None = None  # [S, D, r, r, 3]: fixed by the cameras, reused every step
 
 
 class MultiViewPipeline:
@@ -142,7 +143,8 @@ class MultiViewPipeline:
         c2w, intr = geometry.camera_tensors(views, self.device)
         verts = torch.as_tensor(np.asarray(vertices), dtype=torch.float32, device=self.device) if cfg.use_mesh_volume else None
         context = self.conditioner.context(clip_embed, v_embed.to(self.dtype))
-        return _Conditions(latent, context, v_embed, c2w, intr, verts, len(targets))
+        points = self.conditioner.frustum_points(c2w, intr, size)
+        return _Conditions(latent, context, v_embed, c2w, intr, verts, len(targets), points)
 
     def predict_noise(self, latents, t, cond: _Conditions, guidance_scale: float, chunk: int) -> torch.Tensor:
         """One joint noise prediction for all target views, with classifier-free guidance.
@@ -155,7 +157,7 @@ class MultiViewPipeline:
         t_views = torch.cat([t_target, torch.zeros(cond.c2w.shape[0] - n, dtype=torch.long, device=self.device)])
         t_emb = cm.embed_time(t_views)
         volume = cm.build_volume(latents, t_emb[:1], cond.v_embed[:n], cond.c2w[:n], cond.intr[:n], size, cond.vertices, chunk)
-        frustum = cm.frustum_features(volume, t_emb, cond.v_embed, cond.c2w, cond.intr, size, chunk)
+        frustum = cm.frustum_features(volume, t_emb, cond.v_embed, cond.c2w, cond.intr, size, chunk, cond.frustum_points)
         s = cond.c2w.shape[0]
         sample = torch.cat([latents, cond.input_latent.expand(s - n, -1, -1, -1)])
         scale = self.vae.config.scaling_factor if cm.config.concat_unscaled else 1.0
@@ -164,10 +166,11 @@ class MultiViewPipeline:
         if guidance_scale == 1.0:
             return unet_forward(self.unet, cm, x, t_views, cond.context, frustum, s)[:n]
         x_uncond = torch.cat([torch.cat([latents, torch.zeros_like(sample[n:])]), torch.zeros_like(concat)], 1)
+        # the frustum features cover the conditional half only: the depth blocks give the rest
+        # a zero volume without running it through D·r² samples (DepthTransformer.forward)
         both = unet_forward(
             self.unet, cm, torch.cat([x, x_uncond]), torch.cat([t_views, t_views]),
-            torch.cat([cond.context, torch.zeros_like(cond.context)]),
-            {k: torch.cat([v, torch.zeros_like(v)]) for k, v in frustum.items()}, s,
+            torch.cat([cond.context, torch.zeros_like(cond.context)]), frustum, s,
         )
         eps, eps_uncond = both[:n], both[s:s + n]
         return eps_uncond + guidance_scale * (eps - eps_uncond)

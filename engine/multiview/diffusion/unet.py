@@ -51,7 +51,8 @@ def unet_forward(
     """Noise prediction for a batch of views.
 
     sample: [B·S, in_channels, r, r] (noisy latent ⊕ input latent); timesteps: [B·S];
-    context: [B·S, 1, context_dim]; volume: {width: [B·S, C, D, width, width]} frustum features;
+    context: [B·S, 1, context_dim]; volume: {width: [n, C, D, width, width]} frustum features of
+    the first n ≤ B·S batch rows, the others have a zero volume (CFG's unconditional half);
     n_views: S, views per sample that attend to each other. Returns [B·S, 4, r, r].
     """
     kwargs = {"n_views": n_views}
