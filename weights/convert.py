@@ -75,3 +75,16 @@ def convert(ckpt: str | Path, out: str | Path, conditioner_cfg: dict, unet_cfg: 
     (out / "model_index.json").write_text(json.dumps(index, indent=1))
     log.info("wrote %s (%s)", out, ", ".join(f"{k}: {len(v)} tensors" for k, v in parts.items()))
     return out
+
+
+def command(doc: str, conditioner, argv=None) -> int:
+    """The ``python -m weights.convert_<source> CKPT OUT`` command shared by the converters."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("ckpt", help="the PyTorch-Lightning .ckpt file")
+    ap.add_argument("out", help="the model folder to write")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    convert(args.ckpt, args.out, conditioner)
+    return 0

@@ -7,21 +7,12 @@ sparse conv reads directly) and ``spatial_volume.smpl_feature_extractor.*``; the
 """
 from __future__ import annotations
 
-import argparse
-import logging
-
 from .architectures import morphable_conditioner
-from .convert import convert
+from .convert import command
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ckpt")
-    ap.add_argument("out")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    convert(args.ckpt, args.out, morphable_conditioner())
-    return 0
+    return command(__doc__, morphable_conditioner(), argv)
 
 
 if __name__ == "__main__":

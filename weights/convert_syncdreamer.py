@@ -9,21 +9,12 @@ as ``image_encoder/`` or pass embeddings). Use it with ``layout="syncdreamer"``.
 """
 from __future__ import annotations
 
-import argparse
-import logging
-
 from .architectures import syncdreamer_conditioner
-from .convert import convert
+from .convert import command
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ckpt")
-    ap.add_argument("out")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    convert(args.ckpt, args.out, syncdreamer_conditioner())
-    return 0
+    return command(__doc__, syncdreamer_conditioner(), argv)
 
 
 if __name__ == "__main__":
