@@ -16,7 +16,6 @@ import logging
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch

@@ -6,7 +6,6 @@ here, not deep inside a model) and, when a digest is known, matches its sha256.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
