@@ -42,6 +42,7 @@ EXIT_GRACE = 30.0
 EXIT_MESSAGES = {
     2: "bad input",
     3: "a required model file is missing",
+    4: "the output disk is full (or the quota is exceeded)",
     130: "cancelled",
     1: "internal engine error",
 }

@@ -3,8 +3,8 @@
 Subcommands: ``generate`` (photo → head), ``demo`` (the bundled portrait), ``recon``
 (views + cameras → textured mesh), ``doctor`` (what this engine can use). With ``--json``
 stdout carries protocol events only; otherwise a progress bar goes to stderr. Exit codes
-follow DESIGN.md: 0 done, 2 bad input or usage, 3 model file missing, 130 cancelled,
-1 internal error (traceback on stderr).
+follow DESIGN.md: 0 done, 2 bad input or usage, 3 model file missing, 4 disk full or
+quota exceeded, 130 cancelled, 1 internal error (traceback on stderr).
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from pathlib import Path
 
 from . import __version__, protocol
 from .context import RunContext
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, Gen3DError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, DiskFull, Gen3DError
 from .reporting import JsonLines, ProgressBar
+from .rundir import is_disk_full
 
 log = logging.getLogger("engine")
 
@@ -177,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     emit(protocol.Start(command=args.command, output_dir=str(Path(os.path.abspath(args.output))),
                         engine_version=__version__, pid=os.getpid()))
     try:
-        manifest = _run(args, ctx)
+        try:
+            manifest = _run(args, ctx)
+        except OSError as exc:  # a full disk outside a run directory (e.g. the demo's photo)
+            if not is_disk_full(exc):
+                raise
+            raise DiskFull(exc.filename or args.output, exc) from None
     except Gen3DError as exc:
         emit(protocol.Error(code=exc.code, message=exc.message, exit_code=exc.exit_code))
         if args.json:  # the bar already printed it for humans

@@ -5,12 +5,14 @@ stderr and the exit code. Anything else that escapes a stage is an internal erro
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_MISSING = 3
+EXIT_DISK_FULL = 4
 EXIT_CANCELLED = 130
 
 
@@ -60,3 +62,18 @@ class Cancelled(Gen3DError):
 
     def __init__(self, reason="cancelled"):
         super().__init__(None, reason, "cancelled")
+
+
+class DiskFull(Gen3DError):
+    """The output's file system is full or the user's quota is exhausted (ENOSPC, EDQUOT): exit 4.
+
+    Raised by ``rundir`` after it removed the partial run; ``path`` is the run directory
+    (or the parent it could not write), ``os_error`` the error behind it.
+    """
+
+    exit_code = EXIT_DISK_FULL
+
+    def __init__(self, path, os_error: OSError | None = None):
+        what = "quota exceeded" if getattr(os_error, "errno", None) == errno.EDQUOT else "no space left on device"
+        super().__init__(path, f"{what} while writing the run; the partial run was removed", "disk_full")
+        self.os_error = os_error

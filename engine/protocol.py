@@ -104,7 +104,7 @@ class Result(Event):
 
 @dataclass(frozen=True)
 class Error(Event):
-    """The run failed; ``exit_code`` follows DESIGN.md (2 input, 3 model, 130 cancel, 1 internal)."""
+    """The run failed; ``exit_code`` follows DESIGN.md (2 input, 3 model, 4 disk full, 130 cancel, 1 internal)."""
 
     type: ClassVar[str] = "error"
     code: str

@@ -1,19 +1,27 @@
 """Run directories that appear only when complete (DESIGN.md, "Run directory").
 
-A run writes into a hidden sibling ``.<name>.tmp-<pid>-<n>`` and renames it into place
-after ``result.json`` is written, so a failed or cancelled run never leaves a directory
-that looks complete. A directory is complete when it holds ``result.json``.
+A run writes into a hidden sibling ``.<name>.tmp-<pid>-<start>-<host>-<rand>`` and renames
+it into place after ``result.json`` is written, so a failed or cancelled run never leaves a
+directory that looks complete. A directory is complete when it holds ``result.json``.
+
+On shared storage (``claims``): a run holds ``.<name>.lock`` while it writes, so two
+processes never build the same run; it first sweeps the parent of temporaries that dead
+processes of this host left behind (SIGKILL, power loss); a full disk or quota ends the
+run with ``DiskFull`` (exit 4) and removes the temporary. Directories are made with mode
+0o777 minus the umask, like ``mkdir``, so a shared disk's other users can read runs.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
-from .errors import BadInput
+from . import claims
+from .errors import BadInput, DiskFull
 from .versions import versions
 
 MANIFEST = "result.json"
@@ -35,6 +43,7 @@ class RunDir:
         self.final = Path(os.path.abspath(final))
         self.overwrite = overwrite
         self.tmp: Path | None = None
+        self.lock = claims.RunLock(self.final)
 
     def check(self) -> None:
         """Refuse outputs we must not touch, before any work is done (exit 2)."""
@@ -52,15 +61,33 @@ class RunDir:
             raise BadInput(parent, "parent of the output path is a file", "output_is_file")
 
     def open(self) -> Path:
-        """Create the temporary directory and return it."""
+        """Claim the run, sweep stale temporaries, create the temporary directory and return it."""
         self.check()
         parent = self.final.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.tmp-{os.getpid()}-", dir=parent))
+            self.lock.acquire()
+        except claims.Busy as busy:
+            raise BadInput(self.final, f"output directory is being written by {busy.owner} right now",
+                           "output_busy") from None
         except OSError as exc:
-            raise BadInput(parent, f"cannot write the output directory ({exc.strerror or exc})", "output_not_writable") from None
+            self._fail(exc, parent)
+        try:
+            self.check()  # a competitor may have finished it while we waited for the lock
+            claims.sweep(parent)
+            self.tmp = _make_dir(parent, f".{self.final.name}.tmp-{claims.owner_token()}")
+        except BaseException as exc:
+            self.lock.release()
+            if isinstance(exc, OSError):
+                self._fail(exc, parent)
+            raise
         return self.tmp
+
+    def _fail(self, exc: OSError, parent: Path):
+        if is_disk_full(exc):
+            raise DiskFull(parent, exc) from None
+        raise BadInput(parent, f"cannot write the output directory ({exc.strerror or exc})",
+                       "output_not_writable") from None
 
     def __enter__(self) -> Path:
         return self.open()
@@ -68,6 +95,8 @@ class RunDir:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:  # failure or cancel: nothing that looks like a run is left
             self.discard()
+            if exc is not None and is_disk_full(exc):
+                raise DiskFull(self.final, disk_full_error(exc)) from None
         return False
 
     def commit(self, manifest: dict) -> Path:
@@ -77,10 +106,20 @@ class RunDir:
         old = None
         if self.final.exists():
             self.check()  # still ours to replace (complete + overwrite, or empty)
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-            os.rename(self.final, old)
-        os.rename(self.tmp, self.final)
+            if self.overwrite and is_complete(self.final):
+                old = _unique(self.final.parent, f".{self.final.name}.old-{claims.owner_token()}")
+                os.rename(self.final, old)
+        try:
+            # rename() onto a non-empty directory fails: whatever happened to the lock, a
+            # run that someone else completed meanwhile is never replaced or mixed with ours.
+            os.rename(self.tmp, self.final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise BadInput(self.final, "output directory was completed by another process meanwhile",
+                           "output_exists") from None
         self.tmp = None
+        self.lock.release()
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.final
@@ -90,6 +129,40 @@ class RunDir:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+        self.lock.release()
+
+
+def _unique(parent: Path, prefix: str) -> Path:
+    return parent / f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _make_dir(parent: Path, prefix: str) -> Path:
+    """A new directory ``<prefix>-<8 hex>`` in ``parent``; mode 0o777 minus the umask (not
+    mkdtemp's 0o700, which would make finished runs unreadable to a shared disk's other users)."""
+    for _ in range(100):
+        path = _unique(parent, prefix)
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(parent))
+
+
+def disk_full_error(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT OSError behind ``exc`` (itself or a cause / context), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a full disk or an exhausted quota."""
+    return disk_full_error(exc) is not None
 
 
 def manifest(command: str, input_path: Path, **fields) -> dict:
