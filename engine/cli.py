@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
+    from .eval.command import add_parser as add_eval  # tools with their own handler (args.handler)
+
+    add_eval(sub)
     return parser
 
 
@@ -161,6 +164,17 @@ def _silence_native_stderr() -> None:
         return
 
 
+def _tool(args) -> int:
+    """A subcommand that is not one run (eval, batch, dataset): its handler returns the exit code."""
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except Gen3DError as exc:
+        print(f"gen3dface: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
@@ -168,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(report(args.models_dir), indent=1))
         return EXIT_OK
+    if getattr(args, "handler", None) is not None:
+        return _tool(args)
     if not args.verbose:
         _silence_native_stderr()
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
