@@ -66,8 +66,8 @@ def add_parser(sub) -> None:
 class Models:
     """Every model eval needs, loaded once for all runs."""
 
-    def __init__(self, config: EvalConfig):
-        self.face = embedders.face_embedder(config.face_backend, config.arcface)
+    def __init__(self, config: EvalConfig, face=None):
+        self.face = face or embedders.face_embedder(config.face_backend, config.arcface)
         self.threshold = config.threshold if config.threshold is not None else self.face.threshold
         self.clip = embedders.ClipEmbedder(config.clip) if config.clip else None
         want_fid = config.inception is not None or config.fid_reference is not None
@@ -154,15 +154,18 @@ def _by_azimuth(results: list[dict]) -> list[dict]:
     return out
 
 
-def evaluate(run_dirs: list[Path], config: EvalConfig) -> dict:
-    """The report: per run, overall, by azimuth, and the runs that could not be read (by name)."""
+def evaluate(run_dirs: list[Path], config: EvalConfig, models: Models | None = None) -> dict:
+    """The report: per run, overall, by azimuth, and the runs that could not be read (by name).
+
+    models: already loaded models for ``config`` (None: load them here).
+    """
     runs, errors = [], []
     for root in run_dirs:
         try:
             runs.append(load_run(root))
         except BadInput as exc:
             errors.append({"run": str(root), "error": exc.message})
-    models = Models(config)
+    models = models or Models(config)
     results, images, i2o, o2o = [], [], [], []
     for run in runs:
         try:
