@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from scipy import linalg
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -16,6 +15,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
     ‖mu1 − mu2‖² + tr(sigma1 + sigma2 − 2 (sigma1 sigma2)^½). mu: [D], sigma: [D, D].
     """
+    from scipy import linalg
+
     diff = mu1 - mu2
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():  # near-singular product (few samples): regularise, as FID code does
