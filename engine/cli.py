@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
-    from .eval.command import add_parser as add_eval  # tools with their own handler (args.handler)
+    from .batch import add_parser as add_batch  # tools with their own handler (args.handler)
+    from .eval.command import add_parser as add_eval
 
+    add_batch(sub, _generate_options)
     add_eval(sub)
     return parser
 
@@ -166,6 +168,8 @@ def _silence_native_stderr() -> None:
 
 def _tool(args) -> int:
     """A subcommand that is not one run (eval, batch, dataset): its handler returns the exit code."""
+    if not args.verbose:
+        _silence_native_stderr()
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -25,6 +25,8 @@ class RunContext:
     emit: receives every protocol event (the CLI prints them); None records only.
     models_dir: where the user keeps FLAME and weights (None: the default search path).
     device: torch device name chosen by the engine ("cpu", "cuda").
+    models: loaded models kept for the next run of the same process (``batch`` shares one
+        dict between its runs' contexts); key → model, see ``cached``.
     """
 
     emit: Callable[[protocol.Event], None] | None = None
@@ -33,6 +35,13 @@ class RunContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     warnings: list[dict] = field(default_factory=list)
     stage_name: str = ""
+    models: dict = field(default_factory=dict)
+
+    def cached(self, key: tuple, load: Callable[[], object]):
+        """``models[key]``, loading it with ``load()`` the first time (batch loads each model once)."""
+        if key not in self.models:
+            self.models[key] = load()
+        return self.models[key]
 
     def _send(self, event: protocol.Event) -> None:
         if self.emit is not None:

@@ -117,7 +117,9 @@ def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_d
         weights_dir = find_weights(ctx.models_dir)
         if weights_dir is None:
             raise ModelMissing(ctx.models_dir or "models folder", f"no multi-view model folder found; {WHERE_TO_GET}")
-    pipe = load_pipeline(weights_dir, ctx.device, config.dtype)
+    key = ("diffusion", str(Path(weights_dir).resolve()), str(ctx.device), str(config.dtype))
+    load = lambda: load_pipeline(weights_dir, ctx.device, config.dtype)  # noqa: E731
+    pipe = ctx.cached(key, load) if hasattr(ctx, "cached") else load()  # batch: loaded once per process
     config = replace(config, size=config.size or pipe.image_size,
                      n_views=config.n_views or pipe.conditioner.config.n_views)
     if pipe.image_size != config.size:
