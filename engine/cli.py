@@ -81,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
     from .batch import add_parser as add_batch  # tools with their own handler (args.handler)
+    from .dataset.prune import add_parser as add_dataset
     from .eval.command import add_parser as add_eval
 
     add_batch(sub, _generate_options)
     add_eval(sub)
+    add_dataset(sub)
     return parser
 
 
