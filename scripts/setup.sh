@@ -14,6 +14,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # torch first, pinned: 2.13.0 resolves to the CPU wheel on these machines; an unpinned
   # torch would pull several GB of CUDA packages. Users with a GPU install their CUDA build first.
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,eval]"
   touch "$stamp"
 fi

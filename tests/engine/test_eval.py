@@ -153,3 +153,22 @@ def test_missing_model_files_are_named(tmp_path):
     with pytest.raises(ModelMissing) as err:
         embedders.InceptionFeatures(tmp_path / "junk.pt")
     assert "TorchScript" in err.value.message
+
+
+def test_arcface_backend_runs_an_onnx_model(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")  # torch's exporter needs it to write the tiny model
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 8, stride=8), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 14 * 14, 512)).eval()
+    model = tmp_path / "w600k_tiny.onnx"
+    torch.onnx.export(net, torch.rand(1, 3, 112, 112), str(model), dynamo=False, input_names=["input.1"])
+    assert ort.InferenceSession(str(model)).get_inputs()[0].shape == [1, 3, 112, 112]
+    face = embedders.face_embedder("arcface", model)
+    found = face.faces(astronaut())
+    assert len(found) == 1 and found[0].vector.shape == (512,)
+    assert np.linalg.norm(found[0].vector) == pytest.approx(1.0)
+    assert face.distance(found[0].vector, face.faces(astronaut())[0].vector) == pytest.approx(0.0, abs=1e-6)
+    assert face.faces(blank()) == []
+    x0, y0, x1, y1 = found[0].box  # the astronaut's face is in the upper middle of the portrait
+    assert 100 < (x0 + x1) / 2 < 300 and 50 < (y0 + y1) / 2 < 250
