@@ -29,7 +29,8 @@ def _photos(folder: Path, n: int) -> list[Path]:
     from skimage import data
 
     a = data.astronaut()
-    hopper = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+    hopper_jpg = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    hopper = np.asarray(Image.open(hopper_jpg).convert("RGB"))
     variants = [a, hopper, a[:, ::-1], (a * 0.8).astype(np.uint8), a[20:480, 30:490], hopper[:, ::-1]]
     paths = []
     for i in range(n):

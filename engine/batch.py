@@ -9,7 +9,7 @@ share the work without talking to each other; processes that overlap anyway (two
 on one shard, a rerun while one is still going) skip a run that another holds or finished
 (``rundir``'s lock and rename), so no run is written twice or half. One line per photo on
 stderr; a summary on stdout (JSON with ``--json``); exit 1 when any photo failed, 130 when
-cancelled.
+cancelled, 4 when the disk filled up (the batch stops there: every later run would fail too).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .context import RunContext
-from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, BadInput, Cancelled, Gen3DError
+from .errors import (EXIT_CANCELLED, EXIT_DISK_FULL, EXIT_INTERNAL, EXIT_OK, BadInput, Cancelled, DiskFull,
+                     Gen3DError)
 from .rundir import is_complete
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,12 @@ class Summary:
     skipped: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     cancelled: bool = False
+    disk_full: bool = False
 
     def to_dict(self) -> dict:
-        return {"shard": self.shard, "counts": {"done": len(self.done), "skipped": len(self.skipped),
-                                                "failed": len(self.failed)},
-                "cancelled": self.cancelled, "done": self.done, "skipped": self.skipped, "failed": self.failed}
+        counts = {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)}
+        return {"shard": self.shard, "counts": counts, "cancelled": self.cancelled, "disk_full": self.disk_full,
+                "done": self.done, "skipped": self.skipped, "failed": self.failed}
 
 
 def run_batch(photo_dir: Path, out_dir: Path, config, ctx_factory, shard_spec: str = "0/1",
@@ -107,6 +109,10 @@ def run_batch(photo_dir: Path, out_dir: Path, config, ctx_factory, shard_spec: s
         except Cancelled:
             summary.cancelled = True
             _say(k, len(mine), photo, "cancelled")
+            break
+        except DiskFull as exc:  # every later run would fail the same way: stop here
+            _failed(summary, entry, exc.message, exc.exit_code, k, len(mine), photo)
+            summary.disk_full = True
             break
         except BadInput as exc:
             if exc.code in TAKEN:
@@ -175,4 +181,6 @@ def main(args) -> int:
             print(f"  failed: {f['error']}")
     if summary.cancelled:
         return EXIT_CANCELLED
+    if summary.disk_full:
+        return EXIT_DISK_FULL
     return EXIT_INTERNAL if summary.failed else EXIT_OK

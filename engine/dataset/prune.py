@@ -91,7 +91,8 @@ def prune(dataset: Path, config: PruneConfig) -> dict:
     removed: dict[str, list[str]] = {}
     for s in scores:
         if s["janus_views"]:
-            removed.setdefault(s["identity"], []).append(f"janus: front face on back view(s) {', '.join(s['janus_views'])}")
+            views = ", ".join(s["janus_views"])
+            removed.setdefault(s["identity"], []).append(f"janus: front face on back view(s) {views}")
     survivors = [s for s in scores if s["identity"] not in removed]
     ranked = sorted(survivors, key=lambda s: (s["id_mean_distance"] is None, s["id_mean_distance"] or 0.0))
     keep = len(ranked) if config.keep is None else config.keep

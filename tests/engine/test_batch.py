@@ -1,14 +1,15 @@
 """gen3dface batch: sharding, resume, failures counted, runs held by another process skipped."""
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from engine.batch import list_photos, parse_shard, run_names, shard
-from engine.errors import BadInput
+from engine.errors import EXIT_DISK_FULL, BadInput
 from tests.engine.cli_helpers import run_cli
-from tests.engine.test_rundir_shared import kill, start_holder
+from tests.engine.test_rundir_shared import in_small_tmpfs, kill, needs_tmpfs, start_holder
 
 
 def test_shards_cover_every_photo_once():
@@ -68,3 +69,21 @@ def test_batch_resumes_counts_failures_and_skips_held_runs(tmp_path):
     # Resume with the other workers' shard layout: shard 0/2 has a.png and done.png (complete) → nothing to do.
     again = run_cli("batch", photos, "-o", out, "--shard", "0/2", "--json")
     assert again.code == 0 and json.loads(again.stdout)["counts"] == {"done": 0, "skipped": 2, "failed": 0}
+
+
+@needs_tmpfs
+@pytest.mark.slow
+def test_batch_stops_on_a_full_disk_with_exit_4(tmp_path):
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(data.astronaut()).save(photos / name)
+    out = in_small_tmpfs(tmp_path / "m", 300, sys.executable, "-m", "engine", "batch", photos, "-o",
+                         tmp_path / "m", "--resolution", "256", "--views", "4", "--json")
+    report, listing = out.stdout.split("--listing--")
+    summary = json.loads(report)
+    assert out.returncode == EXIT_DISK_FULL and summary["disk_full"], out.stderr[-2000:]
+    assert summary["counts"] == {"done": 0, "skipped": 0, "failed": 1}  # b.png was not tried
+    assert "no space left" in summary["failed"][0]["error"] and listing.strip() == ""

@@ -100,7 +100,8 @@ def test_clip_similarity_of_identical_images_is_1_and_fid_of_the_same_set_is_0(t
     assert -1.0 <= sims <= 1.0
     run2 = make_run(tmp_path / "same", photo, [photo, photo])
     config2 = EvalConfig(clip=config.clip)
-    assert evaluate([run2], config2, Models(config2, face=dlib.face))["runs"][0]["clip_similarity"] == pytest.approx(1.0)
+    same = evaluate([run2], config2, Models(config2, face=dlib.face))["runs"][0]
+    assert same["clip_similarity"] == pytest.approx(1.0)
     assert report["overall"]["fid"]["value"] == pytest.approx(0.0, abs=1e-3)
     assert report["overall"]["fid"]["reference_images"] == 3
 

@@ -5,14 +5,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from engine import claims
 from engine.errors import EXIT_DISK_FULL, BadInput, DiskFull
 from engine.rundir import RunDir, is_complete
-from tests.engine.cli_helpers import ROOT, assert_one_line_error
+from tests.engine.cli_helpers import ROOT, Completed, assert_one_line_error
 
 # A child that opens a run in argv[1], says "open" and waits to be killed.
 HOLDER = textwrap.dedent("""
@@ -157,12 +156,9 @@ def test_full_disk_is_disk_full_and_leaves_nothing(tmp_path):
 def test_generate_on_a_full_disk_exits_4_in_one_line(tmp_path, portrait_path):
     out = in_small_tmpfs(tmp_path / "m", 300, sys.executable, "-m", "engine", "generate", portrait_path,
                          "-o", tmp_path / "m" / "run", "--resolution", "256", "--views", "4")
-    stderr, listing = out.stderr, out.stdout.split("--listing--")[1]
-
-    class Result:
-        code, stdout = out.returncode, ""
-    Result.stderr = stderr
-    assert_one_line_error(Result, str(tmp_path / "m" / "run"), "no space left", code=EXIT_DISK_FULL)
+    listing = out.stdout.split("--listing--")[1]
+    result = Completed(out.returncode, "", out.stderr)
+    assert_one_line_error(result, str(tmp_path / "m" / "run"), "no space left", code=EXIT_DISK_FULL)
     assert listing.strip() == "", listing
 
 
