@@ -1,7 +1,8 @@
 """The ``gen3dface`` command (same as ``python -m engine``).
 
 Subcommands: ``generate`` (photo → head), ``demo`` (the bundled portrait), ``recon``
-(views + cameras → textured mesh), ``doctor`` (what this engine can use). With ``--json``
+(views + cameras → textured mesh), ``doctor`` (what this engine can use); tools with their
+own handler: ``batch`` (engine.batch), ``eval`` (engine.eval), ``dataset prune`` (engine.dataset). With ``--json``
 stdout carries protocol events only; otherwise a progress bar goes to stderr. Exit codes
 follow DESIGN.md: 0 done, 2 bad input or usage, 3 model file missing, 4 disk full or
 quota exceeded, 130 cancelled, 1 internal error (traceback on stderr).

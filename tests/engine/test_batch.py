@@ -87,3 +87,28 @@ def test_batch_stops_on_a_full_disk_with_exit_4(tmp_path):
     assert out.returncode == EXIT_DISK_FULL and summary["disk_full"], out.stderr[-2000:]
     assert summary["counts"] == {"done": 0, "skipped": 0, "failed": 1}  # b.png was not tried
     assert "no space left" in summary["failed"][0]["error"] and listing.strip() == ""
+
+
+@pytest.mark.slow
+def test_two_batch_processes_over_the_same_folder_write_each_run_once(tmp_path):
+    import os
+    import subprocess
+
+    from skimage import data
+
+    from tests.engine.cli_helpers import ROOT
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).save(photos / "a.png")
+    Image.fromarray(data.astronaut()[:, ::-1].copy()).save(photos / "b.png")
+    command = [sys.executable, "-m", "engine", "batch", photos, "-o", out, "--resolution", "128", "--views", "2",
+               "--json"]
+    workers = [subprocess.Popen(list(map(str, command)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(2)]
+    summaries = [json.loads(w.communicate(timeout=600)[0]) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0]
+    done = sorted(Path(d["run"]).name for s in summaries for d in s["done"])
+    assert done == ["a", "b"]  # each run made by exactly one of the two
+    assert sum(s["counts"]["skipped"] for s in summaries) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # no temporaries, no locks, nothing half
