@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput
-from ..eval.runs import View, _angles
+from ..eval.runs import View, view_angles
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def load_identity(root: Path) -> Identity:
         rel = frame.get("file_path") if isinstance(frame, dict) else None
         if not rel or not (root / str(rel)).is_file():
             raise BadInput(root, f"view {rel or i} is missing", "bad_dataset")
-        azimuth, elevation = _angles(frame, i, transforms, root / "transforms.json")
+        azimuth, elevation = view_angles(frame, i, transforms, root / "transforms.json")
         views.append(View(root / str(rel), azimuth, elevation))
     return Identity(root.name, root, views)
 

@@ -53,7 +53,8 @@ def load_rgb(path: Path, background: int = 255) -> np.ndarray:
         raise BadInput(path, f"cannot read the image ({exc})", "bad_image") from None
 
 
-def _angles(frame: dict, index: int, transforms: dict, path: Path) -> tuple[float, float]:
+def view_angles(frame: dict, index: int, transforms: dict, path: Path) -> tuple[float, float]:
+    """(azimuth, elevation) in degrees of frame ``index``: transforms.json's lists, else its camera centre."""
     azimuths, elevations = transforms.get("azimuths"), transforms.get("elevations")
     if isinstance(azimuths, list) and isinstance(elevations, list) and index < min(len(azimuths), len(elevations)):
         return float(azimuths[index]), float(elevations[index])
@@ -89,7 +90,7 @@ def load_run(root: Path) -> Run:
         path = root / str(rel)
         if not rel or not path.is_file():
             raise BadInput(root, f"incomplete run: view {rel or i} is missing", "bad_run")
-        azimuth, elevation = _angles(frame, i, transforms, root / "transforms.json")
+        azimuth, elevation = view_angles(frame, i, transforms, root / "transforms.json")
         gt = root / "ground_truth" / path.name
         views.append(View(path, azimuth, elevation, gt if gt.is_file() else None))
     photo = root / result.get("outputs", {}).get("photo", "input/photo.png")

@@ -173,3 +173,18 @@ def test_arcface_backend_runs_an_onnx_model(tmp_path):
     assert face.faces(blank()) == []
     x0, y0, x1, y1 = found[0].box  # the astronaut's face is in the upper middle of the portrait
     assert 100 < (x0 + x1) / 2 < 300 and 50 < (y0 + y1) / 2 < 250
+
+
+def test_azimuth_from_the_camera_centre_when_transforms_has_no_list(tmp_path):
+    from engine.eval.runs import view_angles
+
+    def frame(x, y, z):
+        m = np.eye(4)
+        m[:3, 3] = (x, y, z)
+        return {"transform_matrix": m.tolist()}
+
+    assert view_angles(frame(0, -2, 0), 0, {}, tmp_path) == pytest.approx((0.0, 0.0))  # in front (face → −Y)
+    assert view_angles(frame(2, 0, 0), 0, {}, tmp_path) == pytest.approx((90.0, 0.0))
+    assert view_angles(frame(0, 2, 2), 0, {}, tmp_path) == pytest.approx((180.0, 45.0))
+    with pytest.raises(BadInput):
+        view_angles({}, 3, {}, tmp_path / "transforms.json")
