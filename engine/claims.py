@@ -137,6 +137,10 @@ class RunLock:
             if same:
                 break
             os.close(fd)
+        try:  # other users of a shared disk must be able to lock it after we died (umask would stop them)
+            os.fchmod(fd, 0o666)
+        except OSError:  # not our file: its owner already made it lockable for us
+            pass
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         self.fd = fd
