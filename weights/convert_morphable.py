@@ -7,12 +7,13 @@ sparse conv reads directly) and ``spatial_volume.smpl_feature_extractor.*``; the
 """
 from __future__ import annotations
 
+from . import conventions
 from .architectures import morphable_conditioner
 from .convert import command
 
 
 def main(argv=None) -> int:
-    return command(__doc__, morphable_conditioner(), argv)
+    return command(__doc__, morphable_conditioner(), conventions.morphable(), argv)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ as ``image_encoder/`` or pass embeddings). Use it with ``layout="syncdreamer"``.
 """
 from __future__ import annotations
 
+from . import conventions
 from .architectures import syncdreamer_conditioner
 from .convert import command
 
 
 def main(argv=None) -> int:
-    return command(__doc__, syncdreamer_conditioner(), argv)
+    return command(__doc__, syncdreamer_conditioner(), conventions.syncdreamer(), argv)
 
 
 if __name__ == "__main__":
