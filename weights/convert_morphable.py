@@ -3,7 +3,8 @@
 Same key mapping as SyncDreamer's plus ``spatial_volume.xyzc_net.*`` (the spconv
 SparseConvNet: weights ``[out, 3, 3, 3, in]`` are kept in spconv 2.x layout, which our CPU
 sparse conv reads directly) and ``spatial_volume.smpl_feature_extractor.*``; there is no
-``cc_projection`` (the facescape model feeds CLIP directly). Use with ``layout="morphable"``.
+``cc_projection`` (the facescape model feeds CLIP directly). Writes ``conventions.json``
+(``conventions.morphable``: its 16 views, Y-up frame, FLAME placement, voxelisation, sampler defaults).
 """
 from __future__ import annotations
 

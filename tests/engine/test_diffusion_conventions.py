@@ -86,3 +86,14 @@ def test_converted_family_writes_world_cameras(tmp_path):
     assert abs(abs(az) - 30) < 3 and np.linalg.norm(middle.center) == pytest.approx(4.5 / 2.7175, rel=0.02)
     with pytest.raises(Exception, match="its own 4 views"):
         run(crop, (verts, faces, cam), tmp_path / "run2", DiffusionConfig(steps=1, layout="gen3dface"), RunContext(), folder)
+
+
+def test_cheap_folder_check_names_missing_conventions(tiny_model_dir, tmp_path):
+    """``--backend auto`` checks folders without torch: a folder without conventions is not chosen."""
+    from weights.discovery import folder_problem
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    assert folder_problem(folder) is None
+    (folder / "conventions.json").unlink()
+    assert "conventions.json" in folder_problem(folder)
