@@ -81,8 +81,40 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
-def _unet_config(mc: int) -> dict:
-    return dict(target="ldm.models.diffusion.sync_dreamer_attention.DepthWiseAttention", params=dict(
+def _stub_spconv() -> None:
+    """Morphable's reference imports spconv (CUDA; its CPU build is unreliable, DESIGN.md). Without it,
+    its sparse ConvNet runs on our CPU sparse conv (same weight layout, tested equal to dense conv3d
+    at the active sites): everything else in the comparison is the reference's own code."""
+    try:
+        import spconv.pytorch  # noqa: F401
+        return
+    except ImportError:
+        pass
+    from engine.multiview.diffusion import sparse_conv as ours
+
+    class SubMConv3d(ours.SubMConv3d):
+        def __init__(self, cin, cout, k, bias=False, indice_key=None):
+            super().__init__(cin, cout, k)
+
+    class SparseConv3d(ours.SparseConv3d):
+        def __init__(self, cin, cout, k, stride=1, padding=0, bias=False, indice_key=None):
+            super().__init__(cin, cout, k, stride, padding)
+
+    def tensor(features, indices, spatial_shape, batch_size):
+        return ours.SparseVoxels(indices.long(), features, tuple(int(s) for s in spatial_shape), batch_size)
+
+    for name, attrs in (("spconv", {}), ("spconv.pytorch", {}), ("spconv.pytorch.conv", dict(SubMConv3d=SubMConv3d, SparseConv3d=SparseConv3d)),
+                        ("spconv.pytorch.modules", dict(SparseSequential=ours.SparseSequential)),
+                        ("spconv.pytorch.core", dict(SparseConvTensor=tensor))):
+        stub = types.ModuleType(name)
+        stub.__dict__.update(attrs)
+        sys.modules[name] = stub
+    print("spconv not installed: the reference's sparse ConvNet runs on our CPU sparse conv")
+
+
+def _unet_config(mc: int, family: str = "syncdreamer") -> dict:
+    where = "sync_dreamer_attention" if family == "syncdreamer" else "attention"
+    return dict(target=f"ldm.models.diffusion.{where}.DepthWiseAttention", params=dict(
         volume_dims=[64, 128, 256, 512], image_size=32, in_channels=8, out_channels=4, model_channels=mc,
         attention_resolutions=[4, 2, 1], num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8,
         use_spatial_transformer=True, transformer_depth=1, context_dim=768, use_checkpoint=False, legacy=False))
@@ -91,6 +123,8 @@ def _unet_config(mc: int) -> dict:
 def _build_reference(ref_dir: Path, family: str, mc: int, seed: int):
     sys.path.insert(0, str(ref_dir))
     _stub_encoders()
+    if family == "morphable":
+        _stub_spconv()
     name = "sync_dreamer" if family == "syncdreamer" else "morphable_diffusion"
     module = __import__(f"ldm.models.diffusion.{name}", fromlist=["SyncMultiviewDiffusion"])
     cls = module.SyncMultiviewDiffusion
@@ -99,7 +133,7 @@ def _build_reference(ref_dir: Path, family: str, mc: int, seed: int):
     cwd = os.getcwd()
     os.chdir(ref_dir)  # the reference reads meta_info/camera-16.pkl relative to its checkout
     try:
-        model = cls(_unet_config(mc), scheduler_config=None, view_num=16, image_size=256, sample_steps=50)
+        model = cls(_unet_config(mc, family), scheduler_config=None, view_num=16, image_size=256, sample_steps=50)
     finally:
         os.chdir(cwd)
     _randomise(model, seed)
@@ -255,8 +289,79 @@ def morphable(args) -> list:
           f"reference {len(ref_coord)} distinct of {len(scope['coord'])}, in both {len(ours_coord & ref_coord)}")
     log.append(("voxel grid shape", 0.0 if shape == tuple(scope["out_sh"].tolist()) else 1.0))
     log.append(("voxel coordinates", 0.0 if ours_coord == ref_coord else 1.0))
-    print("not compared here: the sparse ConvNet and the predicted noise (the reference needs spconv; its CPU build "
-          "is known to give wrong, non-deterministic results, DESIGN.md)")
+    if not args.skip_model:
+        log += _morphable_model(args, script, flame)
+    return log
+
+
+def _placed(script: Path, flame: torch.Tensor) -> dict:
+    """generate_face.py's placement + voxelisation statements on ``flame``, dropping vertices that
+    share a voxel (spconv leaves duplicates undefined) until none do."""
+    code = _reference_source(script, "face_vertices *= 1.087", "out_sh = (out_sh | (x - 1)) + 1")
+    from weights import conventions
+
+    so3 = lambda w: torch.as_tensor(conventions.rodrigues(w[0].numpy()), dtype=torch.float32)[None]
+    while True:
+        scope = {"torch": torch, "np": np, "face_vertices": flame.float().clone(), "so3_exponential_map": so3}
+        exec(code, scope)
+        _, first = np.unique(scope["coord"].numpy(), axis=0, return_index=True)
+        if len(first) == len(flame):
+            return scope
+        flame = flame[np.sort(first)]
+
+
+def _morphable_model(args, script: Path, flame: torch.Tensor) -> list:
+    from engine.multiview.diffusion import frames, load_pipeline
+
+    log: list = []
+    ref, module = _build_reference(Path(args.reference_dir), "morphable", args.channels, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = load_pipeline(_convert(ref, "morphable", args.channels, Path(tmp) / "m"), "cpu", "fp32")
+    scope = _placed(script, flame[:: max(1, len(flame) // args.vertices)])
+    verts = scope["face_vertices"]
+    conv = pipe.conventions
+    targets = frames.CheckpointFrame(conv).checkpoint_cameras()
+    K = np.eye(4)
+    K[:3, :3] = [[conv.intrinsics[0], 0, conv.intrinsics[2]], [0, conv.intrinsics[1], conv.intrinsics[3]], [0, 0, 1]]
+    batch = {"target_K": torch.tensor(np.stack([K] * 16), dtype=torch.float32)[None],
+             "target_RT": torch.tensor(np.array(conv.w2c), dtype=torch.float32)[None],
+             "vertices": verts[None], "out_sh": scope["out_sh"][None], "coord": scope["coord"][None],
+             "bounds": torch.from_numpy(scope["bounds"])[None],
+             "input_azimuth": torch.zeros(1, 1), "input_elevation": torch.zeros(1, 1),
+             "target_azimuth": torch.zeros(1, 16), "target_elevation": torch.zeros(1, 16)}
+    g = torch.Generator().manual_seed(args.seed)
+    rgb = torch.rand(1, 3, 256, 256, generator=g)
+    clip_embed = torch.randn(1, 768, generator=g)
+    x_t = torch.randn(16, 4, 32, 32, generator=g)
+    print(f"mesh: {len(verts)} vertices, grid {tuple(scope['out_sh'].tolist())}")
+    torch.manual_seed(args.seed + 7)
+    ref_lat = ref.encode_first_stage(rgb * 2 - 1, True)
+    cond = pipe.prepare_conditions(rgb, targets[8], verts.numpy(), targets, clip_embed, "sample",
+                                   torch.Generator().manual_seed(args.seed + 7))
+    report("input latent (posterior sample)", cond.input_latent, ref_lat, log)
+    v_ref = ref.get_viewpoint_embedding(batch)[0]
+    report("view embedding", cond.v_embed, v_ref, log)
+    pipe.scheduler.set_timesteps(50)
+    t = int(pipe.scheduler.timesteps[0])
+    ts = torch.full((1,), t, dtype=torch.long)
+    t_emb_ref = ref.embed_time(ts)
+    vol_ref = ref.spatial_volume.construct_spatial_volume(x_t[None], t_emb_ref, v_ref[None], batch)
+    cm = pipe.conditioner
+    vol = cm.build_volume(x_t, cm.embed_time(ts), cond.v_embed, cond.c2w, cond.intr, 256, cond.vertices, 4)
+    report("mesh volume", vol, vol_ref, log)
+    e_ref = []
+    for i in range(0, 16, 4):
+        idx = torch.arange(i, i + 4)[None]
+        c_, f_, x_ = ref.get_target_view_feats(ref_lat, vol_ref, clip_embed[:, None], t_emb_ref, v_ref[None], idx, batch)
+        e_ref.append(ref.model.predict_with_unconditional_scale(x_t[i:i + 4], ts.repeat(4), c_, f_, x_, args.guidance))
+    e_ref = torch.cat(e_ref)
+    eps = pipe.predict_noise(x_t, t, cond, args.guidance, 4)
+    report("predicted noise (CFG %.1f)" % args.guidance, eps, e_ref, log, per_view=True)
+    sampler = module.SyncDDIMSampler(ref, 50, "uniform", 1.0, latent_size=32)
+    torch.manual_seed(args.seed + 11)
+    prev_ref = sampler.denoise_apply_impl(x_t[None], 49, e_ref[None], False)[0]
+    prev = pipe.scheduler.step(eps, t, x_t, eta=conv.eta, generator=torch.Generator().manual_seed(args.seed + 11)).prev_sample
+    report("one DDIM step (eta %.1f)" % conv.eta, prev, prev_ref, log, per_view=True)
     return log
 
 
@@ -268,6 +373,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--guidance", type=float, default=2.0, help="CFG scale (SyncDreamer's default 2.0)")
     ap.add_argument("--input-elevation", type=float, default=30.0, help="elevation of the input view, degrees")
+    ap.add_argument("--vertices", type=int, default=1500, help="Morphable: mesh vertices fed to both models")
+    ap.add_argument("--skip-model", action="store_true", help="Morphable: compare cameras/placement/voxels only")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     log = (syncdreamer if args.family == "syncdreamer" else morphable)(args)
