@@ -162,7 +162,8 @@ def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfi
 
         cfg = diffusion.DiffusionConfig(n_views=config.views, steps=config.steps, guidance=config.guidance,
                                         seed=config.seed)
-        diffusion.run(pre.crop, (head.vertices, head.faces, head.camera), run_dir, cfg, ctx, weights)
+        prior = (head.vertices, head.faces, head.camera, getattr(head, "flame_center", None))
+        diffusion.run(pre.crop, prior, run_dir, cfg, ctx, weights)
     return outputs
 
 

@@ -22,25 +22,15 @@ SCHEDULER = dict(
     prediction_type="epsilon",
 )
 
-#: Our layouts orbit at 1 m (engine/multiview/layouts.py RADIUS); checkpoints' own radii.
-OUR_RADIUS = 1.0
-SYNCDREAMER_RADIUS = 1.5
-MORPHABLE_RADIUS = 4.5
-
-
 def syncdreamer_conditioner(latent: int = 32) -> dict:
     """SyncDreamer: dense SpatialTime3DNet volume, cc_projection, zero123 elevation sign,
-    no mesh, per-view (not joint) attention. Lengths scaled from its 1.5-unit orbit to ours."""
-    s = OUR_RADIUS / SYNCDREAMER_RADIUS
+    no mesh, per-view (not joint) attention. Lengths are its own (``conventions.syncdreamer``)."""
     return dict(latent=latent, n_views=16, use_spatial_volume=True, use_mesh_volume=False, use_cc_projection=True,
-                volume_length=0.5 * s, frustum_length=0.86603 * s, elevation_sign=-1.0,
-                joint_attention=False, include_input_view=False)
+                elevation_sign=-1.0, joint_attention=False, include_input_view=False)
 
 
 def morphable_conditioner(latent: int = 32) -> dict:
     """Morphable Diffusion (facescape config): mesh volume only, CLIP context without
-    cc_projection, per-view attention. Lengths scaled from its 4.5-unit orbit to ours."""
-    s = OUR_RADIUS / MORPHABLE_RADIUS
+    cc_projection, per-view attention. Lengths are its own (``conventions.morphable``)."""
     return dict(latent=latent, n_views=16, use_spatial_volume=False, use_mesh_volume=True, use_cc_projection=False,
-                volume_length=0.5 * s, frustum_length=0.86603 * s, voxel_size=0.005 * s,
                 joint_attention=False, include_input_view=False)

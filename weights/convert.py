@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from . import conventions as conv_file
 from .architectures import SCHEDULER, SD15_UNET, SD_VAE
 from .ckpt import load_state_dict
 from .discovery import FORMAT
@@ -55,8 +56,18 @@ def split_checkpoint(state: dict[str, torch.Tensor], unet_cfg: dict, vae_cfg: di
 
 
 def convert(ckpt: str | Path, out: str | Path, conditioner_cfg: dict, unet_cfg: dict = SD15_UNET,
-            vae_cfg: dict = SD_VAE, image_size: int = 256, state: dict | None = None) -> Path:
-    """Convert ``ckpt`` (or an already loaded ``state``) into the model folder ``out``."""
+            vae_cfg: dict = SD_VAE, image_size: int = 256, state: dict | None = None,
+            conventions: "conv_file.Conventions | None" = None) -> Path:
+    """Convert ``ckpt`` (or an already loaded ``state``) into the model folder ``out``.
+
+    ``conventions`` (the family's, ``weights/conventions.py``) go to ``out/conventions.json``; the
+    conditioner's lengths and voxelisation are taken from them, so the two cannot disagree.
+    """
+    if conventions is None:
+        raise WeightsError(out, "no conventions given: a converted checkpoint needs its family's conventions")
+    conditioner_cfg = dict(conditioner_cfg, volume_length=conventions.volume_length,
+                           frustum_length=conventions.frustum_length, voxel_size=conventions.voxel_size,
+                           voxelisation=conventions.voxelisation)
     state = load_state_dict(ckpt) if state is None else state
     parts = split_checkpoint(state, unet_cfg, vae_cfg)
     out = Path(out)
@@ -72,12 +83,13 @@ def convert(ckpt: str | Path, out: str | Path, conditioner_cfg: dict, unet_cfg: 
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER, indent=1))
     index = {"_class_name": "MultiViewPipeline", "format": FORMAT, "format_version": 1, "image_size": image_size,
              "components": sorted(parts), "sha256": digests, "converted_from": str(ckpt)}
+    conv_file.write(conventions, out)
     (out / "model_index.json").write_text(json.dumps(index, indent=1))
     log.info("wrote %s (%s)", out, ", ".join(f"{k}: {len(v)} tensors" for k, v in parts.items()))
     return out
 
 
-def command(doc: str, conditioner, argv=None) -> int:
+def command(doc: str, conditioner, conventions, argv=None) -> int:
     """The ``python -m weights.convert_<source> CKPT OUT`` command shared by the converters."""
     import argparse
 
@@ -86,5 +98,5 @@ def command(doc: str, conditioner, argv=None) -> int:
     ap.add_argument("out", help="the model folder to write")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    convert(args.ckpt, args.out, conditioner)
+    convert(args.ckpt, args.out, conditioner, conventions=conventions)
     return 0

@@ -69,4 +69,11 @@ def folder_problem(folder: Path) -> str | None:
         problem = safetensors_problem(Path(folder) / rel)
         if problem:
             return f"{Path(folder) / rel}: {problem}"
+    conv_path = Path(folder) / "conventions.json"  # weights/conventions.py; fully checked when loaded
+    try:
+        family = json.loads(conv_path.read_text()).get("family")
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"{conv_path}: unreadable ({exc}); re-run the converter"
+    if family not in ("gen3dface", "syncdreamer", "morphable"):
+        return f"{conv_path}: unknown checkpoint family {family!r}"
     return None

@@ -27,10 +27,10 @@ class Checkpoint:
 KNOWN: dict[str, Checkpoint] = {c.name: c for c in (
     Checkpoint("syncdreamer", ("syncdreamer-pretrain.ckpt",), "MIT",
                "https://huggingface.co/liuyuan-pal/SyncDreamer (ckpt/syncdreamer-pretrain.ckpt)",
-               "weights.convert_syncdreamer", note="objects, 16 views at elevation 30°; layout=syncdreamer"),
+               "weights.convert_syncdreamer", note="objects, its own 16 views at elevation 30° (conventions.json)"),
     Checkpoint("morphable-facescape", ("*.ckpt",), "MIT",
                "https://github.com/xiyichen/morphablediffusion (docs/data.md: pretrained face model)",
-               "weights.convert_morphable", note="FaceScape faces, front hemisphere; layout=morphable"),
+               "weights.convert_morphable", note="FaceScape faces, its own 16 front-hemisphere views (conventions.json)"),
     Checkpoint("clip-vit-large-patch14", ("config.json", "model.safetensors"), "MIT",
                "https://huggingface.co/openai/clip-vit-large-patch14",
                None, note="copy the vision model into <model folder>/image_encoder/"),

@@ -48,12 +48,15 @@ def gen3dface(n_views: int = 16, max_elevation: float = 40.0) -> Layout:
 
 
 def syncdreamer(n_views: int = 16) -> Layout:
-    """SyncDreamer's layout: azimuth 0..337.5° in 22.5° steps, elevation 30°."""
+    """SyncDreamer's angles (azimuth 0..337.5° in 22.5° steps, elevation 30°) in our convention and
+    field of view, for the projection backend; a converted SyncDreamer checkpoint uses its own
+    cameras from ``conventions.json`` instead (weights/conventions.py)."""
     return Layout("syncdreamer", tuple(360.0 * i / n_views for i in range(n_views)), (30.0,) * n_views)
 
 
 def morphable(n_views: int = 16) -> Layout:
-    """Morphable Diffusion's layout: yaw linspace(−90°, 90°), elevation 0 (front hemisphere)."""
+    """Morphable Diffusion's angles (yaw linspace(−90°, 90°), elevation 0) in our convention, for the
+    projection backend; a converted checkpoint uses its own cameras (``conventions.json``)."""
     return Layout("morphable", tuple(np.linspace(-90.0, 90.0, n_views).tolist()), (0.0,) * n_views)
 
 

@@ -74,6 +74,8 @@ class HeadPrior:
     uvs / faces_uv: a UV layout if the model has one (None: later stages unwrap with xatlas).
     camera: the input camera (crop image, OpenGL axes). model: "flame" | "template".
     params: shape, expr, jaw, rotation, translation, focal, residual_px (JSON-ready).
+    flame_center: FLAME's template centre in its native frame [3] (FLAME only): where FLAME's own
+    origin lies, for checkpoints that place FLAME by it (weights/conventions.py, Morphable).
     """
 
     vertices: np.ndarray
@@ -83,6 +85,7 @@ class HeadPrior:
     camera: Camera
     model: str
     params: dict
+    flame_center: np.ndarray | None = None
 
 
 def load_model(config: PriorConfig, ctx: RunContext):
@@ -148,4 +151,6 @@ def run(pre: "Preprocessed", out_dir: Path, config: PriorConfig, ctx: RunContext
     layout = getattr(model, "uv_layout", None)
     uvs, faces_uv = layout() if layout is not None else (None, None)
     ctx.progress(3, 3, "prior done")
-    return HeadPrior(fit.vertices, faces, uvs, faces_uv, fit.camera, model.name, params)
+    center = getattr(model, "center", None) if model.name == "flame" else None
+    center = None if center is None else np.asarray(center.detach().cpu() if hasattr(center, "detach") else center, dtype=np.float64)
+    return HeadPrior(fit.vertices, faces, uvs, faces_uv, fit.camera, model.name, params, center)

@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
 from weights import ckpt as ckpt_mod
+from weights import conventions
 from weights.architectures import SD15_UNET, SD_VAE
 from weights.convert import convert
 from weights.ldm_keys import is_vae_attention_matrix, unet_ldm_name, vae_ldm_name
@@ -65,8 +66,14 @@ def test_checkpoint_to_folder_round_trip(tmp_path, flavour):
     pipe = tiny_pipeline(with_clip=False, **flags)
     _synthetic_checkpoint(pipe, tmp_path / "model.ckpt")
     cond_cfg = {"latent": pipe.conditioner.latent, **pipe.conditioner.config.to_dict()}
-    out = convert(tmp_path / "model.ckpt", tmp_path / "folder", cond_cfg, TINY_UNET, TINY_VAE, image_size=64)
+    conv = conventions.BUILDERS[flavour](n_views=4, image_size=64)
+    out = convert(tmp_path / "model.ckpt", tmp_path / "folder", cond_cfg, TINY_UNET, TINY_VAE, image_size=64,
+                  conventions=conv)
     loaded = load_pipeline(out, "cpu", "fp32")
+    assert loaded.conventions == conv  # conventions.json round trip, every field
+    cfg = loaded.conditioner.config  # the conditioner is built in the checkpoint's own units
+    assert (cfg.volume_length, cfg.frustum_length, cfg.voxel_size) == (0.5, 0.86603, 0.005)
+    assert cfg.voxelisation == ("morphable" if flavour == "morphable" else "neuralbody")
     for name in ("unet", "vae", "conditioner"):
         ref, got = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert ref.keys() == got.keys()
@@ -83,7 +90,7 @@ def test_unmapped_key_is_an_error(tmp_path):
     state = _synthetic_checkpoint(pipe, tmp_path / "m.ckpt")
     state["model.diffusion_model.extra_thing.weight"] = torch.zeros(1)
     with pytest.raises(WeightsError, match="no mapping"):
-        convert("m.ckpt", tmp_path / "f", {}, TINY_UNET, TINY_VAE, state=state)
+        convert("m.ckpt", tmp_path / "f", {}, TINY_UNET, TINY_VAE, state=state, conventions=conventions.syncdreamer())
 
 
 def test_restricted_unpickler_never_runs_code(tmp_path):

@@ -22,6 +22,7 @@ from weights.safeload import WeightsError
 from weights.discovery import find_weights
 
 from .folder import load_folder, save_pretrained
+from .frames import CheckpointFrame
 from .pipeline import MultiViewOutput, MultiViewPipeline
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ class DiffusionConfig:
     """Classifier-free guidance scale (Morphable Diffusion: 2.0); 1.0 disables it (half the compute)."""
     seed: int = 0
     """Seed of the initial noise."""
-    layout: str = "gen3dface"
-    """Target-view layout: gen3dface (360°), syncdreamer, morphable (engine/multiview/layouts.py)."""
+    layout: str | None = None
+    """Target-view layout of our own models (engine/multiview/layouts.py; None: gen3dface). A converted
+    checkpoint always uses its own cameras (conventions.json); naming another layout is an error."""
     views_per_chunk: int = 4
     """Views processed at once by the per-view parts (encoder, frustum nets, VAE decode)."""
     dtype: str = "auto"
@@ -97,12 +99,29 @@ def load_pipeline(weights_dir: str | Path, device: str | torch.device = "cpu", d
         raise ModelMissing(exc.path, f"{exc.reason}; {WHERE_TO_GET}") from None
 
 
-def _check_prior(run_dir: Path, prior) -> tuple[np.ndarray, np.ndarray, object]:
+def _check_prior(run_dir: Path, prior) -> tuple[np.ndarray, np.ndarray, object, np.ndarray | None]:
+    """(vertices, faces, camera[, flame_center]): flame_center is FLAME's template centre in its native
+    frame when the prior is FLAME (families that place FLAME by its own origin need it)."""
     try:
-        vertices, faces, camera = prior
+        vertices, faces, camera, *rest = prior
     except (TypeError, ValueError):
-        raise BadInput(run_dir / "prior", "prior must be (vertices, faces, camera)") from None
-    return np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), camera
+        raise BadInput(run_dir / "prior", "prior must be (vertices, faces, camera[, flame_center])") from None
+    center = None if not rest or rest[0] is None else np.asarray(rest[0], dtype=np.float64).reshape(3)
+    return np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), camera, center
+
+
+def _target_cameras(pipe: MultiViewPipeline, frame: CheckpointFrame, config: DiffusionConfig, weights_dir) -> list:
+    """The target views in the checkpoint's frame: its own (explicit layouts) or our 360° layout."""
+    conv = pipe.conventions
+    where = Path(weights_dir) / "conventions.json"
+    if conv.layout == "explicit":
+        if config.layout not in (None, conv.family):
+            raise BadInput(where, f"a {conv.family} checkpoint renders its own {conv.n_views} views; layout {config.layout!r} is not supported")
+        if config.n_views not in (None, conv.n_views):
+            raise BadInput(where, f"a {conv.family} checkpoint renders {conv.n_views} views, config asks {config.n_views}")
+        return frame.checkpoint_cameras()
+    world = get_layout(config.layout or "gen3dface", config.n_views).cameras(config.size)
+    return [frame.camera_to_checkpoint(c) for c in world]
 
 
 def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_dir: str | Path | None = None) -> Path:
@@ -112,7 +131,7 @@ def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_d
     faces [F, 3], the crop's ``Camera``). Returns the path of transforms.json.
     """
     run_dir = Path(run_dir)
-    vertices, faces, camera = _check_prior(run_dir, prior)
+    vertices, faces, camera, flame_center = _check_prior(run_dir, prior)
     if weights_dir is None:
         weights_dir = find_weights(ctx.models_dir)
         if weights_dir is None:
@@ -120,13 +139,16 @@ def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_d
     key = ("diffusion", str(Path(weights_dir).resolve()), str(ctx.device), str(config.dtype))
     load = lambda: load_pipeline(weights_dir, ctx.device, config.dtype)  # noqa: E731
     pipe = ctx.cached(key, load) if hasattr(ctx, "cached") else load()  # batch: loaded once per process
-    config = replace(config, size=config.size or pipe.image_size,
-                     n_views=config.n_views or pipe.conditioner.config.n_views)
+    if pipe.conventions.layout == "gen3dface":
+        config = replace(config, n_views=config.n_views or pipe.conditioner.config.n_views)
+    config = replace(config, size=config.size or pipe.image_size)
     if pipe.image_size != config.size:
         raise BadInput(Path(weights_dir) / "model_index.json", f"model makes {pipe.image_size}px views, config asks {config.size}px")
     if config.attention_slice:
         pipe.enable_attention_slicing(config.attention_slice)
-    cameras = get_layout(config.layout, config.n_views).cameras(config.size)
+    # 1 place for frames: the network sees the checkpoint's frame; what is written is in the world
+    frame = CheckpointFrame(pipe.conventions, flame_center)
+    cameras = _target_cameras(pipe, frame, config, weights_dir)
     generator = torch.Generator("cpu").manual_seed(config.seed)
 
     def on_step(p, i, t, kwargs):
@@ -138,9 +160,14 @@ def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_d
     except ValueError as exc:
         bad = run_dir / ("input/crop.png" if "crop" in str(exc) else "prior")
         raise BadInput(bad, str(exc)) from None
-    out = pipe(crop_rgba, camera, vertices, faces, cameras, num_inference_steps=config.steps,
+    input_ck, vertices_ck = frame.camera_to_checkpoint(camera), frame.points_to_checkpoint(vertices)
+    out = pipe(crop_rgba, input_ck, vertices_ck, faces, cameras, num_inference_steps=config.steps,
                guidance_scale=config.guidance, generator=generator, views_per_chunk=config.views_per_chunk,
                alpha=config.alpha, callback_on_step_end=on_step)
-    extra = {"backend": "diffusion", "layout": config.layout, "steps": config.steps, "seed": config.seed,
-             "guidance": config.guidance, "weights": str(weights_dir)}
-    return write_views(run_dir, list(out.images), out.cameras, input_camera=camera, extra=extra)
+    conv = pipe.conventions
+    extra = {"backend": "diffusion", "family": conv.family,
+             "layout": conv.family if conv.layout == "explicit" else (config.layout or "gen3dface"),
+             "steps": config.steps, "seed": config.seed, "guidance": config.guidance, "eta": conv.eta,
+             "weights": str(weights_dir)}
+    world = [frame.camera_to_world(c) for c in out.cameras]
+    return write_views(run_dir, list(out.images), world, input_camera=camera, extra=extra)

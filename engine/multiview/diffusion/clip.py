@@ -50,11 +50,26 @@ def tiny_config(projection_dim: int = 32, image_size: int = 32) -> dict:
                 image_size=image_size, patch_size=8, projection_dim=projection_dim)
 
 
+def resize(rgb: torch.Tensor, size: int, mode: str = "antialias_bicubic") -> torch.Tensor:
+    """rgb [n, 3, H, W] in [0, 1] → [n, 3, size, size].
+
+    kornia_bicubic is the references' ``FrozenCLIPImageEmbedder.preprocess``:
+    ``kornia.geometry.resize(x, (224, 224), interpolation='bicubic', align_corners=True,
+    antialias=False)`` on x in [−1, 1], then (x + 1) / 2 — kornia calls ``F.interpolate`` with
+    those arguments when antialias is off; no clamping. antialias_bicubic: ours (Gen3D-Face models).
+    """
+    if mode == "kornia_bicubic":
+        x = F.interpolate(rgb * 2 - 1, size=(size, size), mode="bicubic", align_corners=True)
+        return (x + 1.0) / 2.0
+    if mode != "antialias_bicubic":
+        raise ValueError(f"unknown CLIP resize {mode!r}")
+    return F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
 @torch.no_grad()
-def encode(model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
+def encode(model: torch.nn.Module, rgb: torch.Tensor, resize_mode: str = "antialias_bicubic") -> torch.Tensor:
     """rgb: [1, 3, H, W] in [0, 1] → image embedding [1, projection_dim]."""
-    size = model.config.image_size
-    x = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    x = resize(rgb, model.config.image_size, resize_mode)
     mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     dtype = next(model.parameters()).dtype

@@ -123,9 +123,10 @@ class MultiViewConditioner(nn.Module):
         grid = (vertices / cfg.volume_length).reshape(1, -1, 1, 1, 3).expand(n, -1, -1, -1, -1).to(view_feats.dtype)
         at_verts = F.grid_sample(view_feats, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, :, :, 0, 0]
         per_vertex = net.smpl_feature_extractor(at_verts).T  # [P, C]
-        voxels, origin, shape = voxelize(vertices, per_vertex, cfg.voxel_size)  # coords in fp32
+        voxels, origin, shape = voxelize(vertices, per_vertex, cfg.voxel_size, cfg.voxelisation)  # coords in fp32
         dense = net.xyzc_net(voxels)  # [1, C', D/4, H/4, W/4]
-        # volume vertices → the dense grid's normalised coords (Morphable: (p − min)/voxel / out_sh · 2 − 1)
+        # volume vertices → the dense grid's normalised coords (Morphable: (p − min)/voxel / out_sh · 2 − 1,
+        # align_corners=True over the out_sh/4 grid, as the reference does)
         pts = geometry.volume_points(cfg.volume_size, cfg.volume_length, vertices.device, vertices.dtype)
         size_xyz = torch.tensor(shape[::-1], device=pts.device, dtype=pts.dtype)
         g = ((pts - origin) / cfg.voxel_size) / size_xyz * 2 - 1

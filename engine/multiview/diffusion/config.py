@@ -49,6 +49,8 @@ class ConditionerConfig:
     """SparseConvNet widths (Morphable: 16→32→64, two stride-2 downsamples)."""
     voxel_size: float = 0.005
     """Voxel edge of the mesh voxelisation, world metres (Morphable: 0.005)."""
+    voxelisation: str = "neuralbody"
+    """Voxelisation rule (``sparse_conv.voxelize``): neuralbody (ours) or morphable (the reference's)."""
     frustum_dims: tuple[int, int, int, int] = (64, 128, 256, 512)
     """FrustumTV3DNet widths at latent/1, /2, /4, /8."""
     depth_heads: int = 4
@@ -79,6 +81,8 @@ class ConditionerConfig:
                 raise ValueError("volume widths must be multiples of 8 (GroupNorm(8))")
         if self.use_spatial_volume and self.use_mesh_volume and self.spatial_dims[0] != self.sparse_dims[-1]:
             raise ValueError("spatial_dims[0] must equal sparse_dims[-1]: the two volumes are added")
+        if self.voxelisation not in ("neuralbody", "morphable"):
+            raise ValueError(f"voxelisation must be neuralbody|morphable, got {self.voxelisation!r}")
         if not self.use_cc_projection and self.clip_dim != self.context_dim:
             raise ValueError("without cc_projection clip_dim must equal context_dim")
 

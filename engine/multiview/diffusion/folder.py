@@ -3,6 +3,7 @@
 Layout (diffusers-like, so diffusers' component classes read their own configs):
 
     model_index.json                       format, image size, components, sha256 per file
+    conventions.json                       the family's cameras, frame, pixel/voxel rules, sampler defaults
     unet/config.json, unet/diffusion_pytorch_model.safetensors
     vae/config.json,  vae/diffusion_pytorch_model.safetensors
     conditioner/config.json, conditioner/diffusion_pytorch_model.safetensors
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from weights import conventions as conv_file
 from weights.discovery import FORMAT
 from weights.safeload import WeightsError, load_safetensors, save_safetensors
 
@@ -62,8 +64,21 @@ def save_pretrained(pipe: MultiViewPipeline, folder: str | Path) -> Path:
     index = {"_class_name": "MultiViewPipeline", "format": FORMAT, "format_version": FORMAT_VERSION,
              "image_size": pipe.image_size, "components": sorted(n for n, m in comps.items() if m is not None),
              "sha256": digests}
+    conv_file.write(pipe.conventions, folder)
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
     return folder
+
+
+def check_conventions(conv, cond: MultiViewConditioner, image_size: int, folder: Path) -> None:
+    """The conditioner must be built for the lengths and rules its conventions state."""
+    cfg, path = cond.config, folder / conv_file.FILENAME
+    for name in ("volume_length", "frustum_length", "voxel_size", "voxelisation"):
+        if getattr(cfg, name) != getattr(conv, name):
+            raise WeightsError(path, f"{name} is {getattr(conv, name)!r}, conditioner/config.json says {getattr(cfg, name)!r}")
+    if conv.image_size != image_size:
+        raise WeightsError(path, f"image_size is {conv.image_size}, model_index.json says {image_size}")
+    if conv.n_views is not None and cfg.use_spatial_volume and conv.n_views != cfg.n_views:
+        raise WeightsError(path, f"{conv.n_views} views, the conditioner is built for {cfg.n_views}")
 
 
 def _read_json(path: Path) -> dict:
@@ -138,5 +153,8 @@ def load_folder(folder: str | Path, device="cpu", dtype=torch.float32, verify_ha
         raise WeightsError(folder / "conditioner" / "config.json", "unet_block_out_channels differ from the UNet's")
     if cond.latent * 2 ** (len(modules["vae"].config.block_out_channels) - 1) != image_size:
         raise WeightsError(folder / "model_index.json", "image_size, VAE factor and conditioner latent disagree")
-    pipe = MultiViewPipeline(modules["unet"], modules["vae"], scheduler, cond, modules.get("image_encoder"), image_size)
+    conventions = conv_file.read(folder)
+    check_conventions(conventions, cond, image_size, folder)
+    pipe = MultiViewPipeline(modules["unet"], modules["vae"], scheduler, cond, modules.get("image_encoder"), image_size,
+                             conventions)
     return pipe.to(device=device, dtype=dtype)

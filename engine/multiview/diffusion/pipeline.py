@@ -19,8 +19,10 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 
 from recon.cameras import Camera
+from weights.conventions import Conventions
+from weights.conventions import gen3dface as gen3dface_conventions
 
-from . import clip, geometry
+from . import clip, frames, geometry
 from .attention import MultiViewAttnProcessor
 from .conditioner import MultiViewConditioner
 from .unet import install_processors, unet_forward
@@ -56,10 +58,14 @@ class MultiViewPipeline:
     """Joint multi-view denoiser. Build with ``load_pipeline`` or from components."""
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDIMScheduler,
-                 conditioner: MultiViewConditioner, image_encoder: torch.nn.Module | None = None, image_size: int = 256):
+                 conditioner: MultiViewConditioner, image_encoder: torch.nn.Module | None = None, image_size: int = 256,
+                 conventions: Conventions | None = None):
         self.unet, self.vae, self.scheduler = unet, vae, scheduler
         self.conditioner, self.image_encoder, self.image_size = conditioner, image_encoder, image_size
         cfg = conditioner.config
+        #: the checkpoint family's conventions (weights/conventions.py); our own models' by default
+        self.conventions = conventions or gen3dface_conventions(
+            cfg.volume_length, cfg.frustum_length, cfg.voxel_size, image_size=image_size)
         self.processor = MultiViewAttnProcessor(cfg.joint_attention, cfg.joint_attention_max_tokens)
         install_processors(unet, self.processor)
         self._interrupt = False
@@ -123,24 +129,38 @@ class MultiViewPipeline:
         size = self.image_size
         return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
-    def encode_input(self, rgb: torch.Tensor, image_embeds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CLIP embedding [clip_dim], scaled VAE latent [1, 4, r, r]) of the input."""
+    def encode_input(self, rgb: torch.Tensor, image_embeds: torch.Tensor | None, input_latent: str = "mode",
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CLIP embedding [clip_dim], scaled VAE latent [1, 4, r, r]) of the input.
+
+        input_latent: the VAE posterior's ``mode`` or a ``sample`` drawn from ``generator``
+        (the references sample, ``encode_first_stage(x, sample=True)``).
+        """
         rgb = rgb.to(self.device, self.dtype)
         if image_embeds is None:
             if self.image_encoder is None:
                 raise ValueError("no image encoder in this model: pass image_embeds")
-            image_embeds = clip.encode(self.image_encoder, rgb)
-        latent = self.vae.encode(rgb * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
-        return image_embeds.reshape(-1).to(self.device, self.dtype), latent
+            image_embeds = clip.encode(self.image_encoder, rgb, self.conventions.clip_resize)
+        dist = self.vae.encode(rgb * 2 - 1).latent_dist
+        z = dist.sample(generator) if input_latent == "sample" else dist.mode()
+        return image_embeds.reshape(-1).to(self.device, self.dtype), z * self.vae.config.scaling_factor
 
-    def prepare_conditions(self, rgb, input_camera, vertices, target_cameras, image_embeds) -> _Conditions:
+    def prepare_conditions(self, rgb, input_camera, vertices, target_cameras, image_embeds,
+                           input_latent: str = "mode", generator=None) -> _Conditions:
+        """Cameras, vertices: in the checkpoint's frame (``frames.CheckpointFrame``), true intrinsics;
+        the family's pixel convention is applied here, to the network's copy only."""
         cfg, size = self.conditioner.config, self.image_size
-        clip_embed, latent = self.encode_input(rgb, image_embeds)
+        clip_embed, latent = self.encode_input(rgb, image_embeds, input_latent, generator)
         targets = [c if c.w == size else c.resized(size, size) for c in target_cameras]
         ref = input_camera.resized(size, size)
         views = targets + ([ref] if cfg.include_input_view else [])
-        v_embed = geometry.view_embedding(views, ref, cfg.elevation_sign, cfg.azimuth_sign).to(self.device)
+        emb = frames.view_embeddings(self.conventions, targets, ref, cfg.elevation_sign, cfg.azimuth_sign)
+        if cfg.include_input_view:  # the input seen from itself: Δ = 0, i.e. (0, 0, 1, 0) unless constant
+            own = self.conventions.view_embedding_constant if self.conventions.view_embedding == "constant" else (0.0, 0.0, 1.0, 0.0)
+            emb = torch.cat([emb, torch.tensor([own], dtype=emb.dtype)])
+        v_embed = emb.to(self.device)
         c2w, intr = geometry.camera_tensors(views, self.device)
+        intr[:, 2:] += frames.pixel_offset(self.conventions, size, self.conditioner.latent)
         verts = torch.as_tensor(np.asarray(vertices), dtype=torch.float32, device=self.device) if cfg.use_mesh_volume else None
         context = self.conditioner.context(clip_embed, v_embed.to(self.dtype))
         points = self.conditioner.frustum_points(c2w, intr, size)
@@ -205,6 +225,8 @@ class MultiViewPipeline:
         num_inference_steps: int = 50,
         guidance_scale: float = 2.0,
         generator: torch.Generator | None = None,
+        eta: float | None = None,
+        input_latent: str | None = None,
         latents: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         views_per_chunk: int = 4,
@@ -220,8 +242,14 @@ class MultiViewPipeline:
         chunk = max(1, int(views_per_chunk))
         # 2. Preprocess the crop (RGB on white, size²)
         rgb = self.preprocess(image)
-        # 3. Encode the input and fix the per-view conditions (CLIP ⊕ view context, cameras, mesh)
-        cond = self.prepare_conditions(rgb, input_camera, vertices, target_cameras, image_embeds)
+        # 3. Encode the input and fix the per-view conditions (CLIP ⊕ view context, cameras, mesh);
+        #    sampler defaults are the family's (weights/conventions.py): the references use η = 1 and
+        #    a posterior sample, drawn from ``generator`` before the initial noise, as they do
+        eta = self.conventions.eta if eta is None else float(eta)
+        input_latent = input_latent or self.conventions.input_latent
+        if input_latent not in ("mode", "sample"):
+            raise ValueError(f"input_latent must be mode|sample, got {input_latent!r}")
+        cond = self.prepare_conditions(rgb, input_camera, vertices, target_cameras, image_embeds, input_latent, generator)
         # 4. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         timesteps = self.scheduler.timesteps
@@ -238,7 +266,10 @@ class MultiViewPipeline:
             if self.interrupt:
                 break
             noise = self.predict_noise(latents, t, cond, guidance_scale, chunk)
-            latents = self.scheduler.step(noise, t, latents, eta=0.0, generator=generator).prev_sample
+            # the references add no noise at the last step (SyncDDIMSampler: is_step0)
+            last = torch.zeros_like(latents) if (eta > 0 and i == len(timesteps) - 1) else None
+            latents = self.scheduler.step(noise, t, latents, eta=eta, generator=None if last is not None else generator,
+                                          variance_noise=last).prev_sample
             if callback_on_step_end is not None:
                 out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
                 latents = out.get("latents", latents)

@@ -171,19 +171,28 @@ class SparseConvNet(nn.Module):
         return x.dense()
 
 
-def voxelize(vertices: torch.Tensor, feats: torch.Tensor, voxel_size: float, pad: int = 4):
-    """Vertices with features → one grid of voxels (Morphable / Neural Body voxelisation).
+def voxelize(vertices: torch.Tensor, feats: torch.Tensor, voxel_size: float, rule: str = "neuralbody"):
+    """Vertices with features → one grid of voxels.
 
-    vertices: [P, 3] world; feats: [P, C]. Vertices sharing a voxel are averaged (spconv
-    leaves duplicates undefined). The grid starts at the bounds' minimum minus ``pad``
-    voxels and its size is rounded up to a multiple of 32, as in Neural Body's ``out_sh``.
+    vertices: [P, 3] world (x, y, z); feats: [P, C]. Rules:
+    - ``morphable`` (Morphable Diffusion's ``facescape.py`` / ``generate_face.py``): origin at the
+      vertices' minimum, index ``round((v − min) / voxel)``, grid ``(ceil((max − min) / voxel) | 3) + 1``;
+    - ``neuralbody`` (our own models): origin 4 voxels below the minimum, ``floor``, grid rounded
+      up to a multiple of 32.
+    Vertices sharing a voxel are averaged (spconv leaves duplicates undefined).
     Returns (SparseVoxels, origin [3] world (x, y, z), shape (D, H, W)).
     """
-    lo = vertices.min(0).values - pad * voxel_size
-    hi = vertices.max(0).values + pad * voxel_size
-    size_xyz = torch.ceil((hi - lo) / voxel_size).long()
-    size_xyz = (size_xyz | 31) + 1
-    ijk = torch.floor((vertices - lo) / voxel_size).long()  # (x, y, z)
+    if rule == "morphable":
+        lo, hi = vertices.min(0).values, vertices.max(0).values
+        size_xyz = (torch.ceil((hi - lo) / voxel_size).long() | 3) + 1
+        ijk = torch.round((vertices - lo) / voxel_size).long()
+    elif rule == "neuralbody":
+        lo = vertices.min(0).values - 4 * voxel_size
+        hi = vertices.max(0).values + 4 * voxel_size
+        size_xyz = (torch.ceil((hi - lo) / voxel_size).long() | 31) + 1
+        ijk = torch.floor((vertices - lo) / voxel_size).long()
+    else:
+        raise ValueError(f"unknown voxelisation {rule!r}")
     zyx = ijk.flip(-1)
     shape = tuple(int(s) for s in size_xyz.flip(0))
     coords = torch.cat([torch.zeros_like(zyx[:, :1]), zyx], 1)
