@@ -62,11 +62,13 @@ def torch_override(prefs) -> str:
     return "" if prefs.torch_build == "AUTO" else prefs.torch_build.lower()
 
 
-def manual_setup_lines(context=None) -> list[str]:
-    """The Set up engine steps as shell commands for this system, for users without online access."""
+def manual_setup_lines(prefs=None) -> list[str]:
+    """The Set up engine steps as shell commands for this system, for users without online access.
+
+    prefs: the preferences whose Torch build to follow (default the add-on's)."""
     root = user_dir() or "<extension user folder>"
     try:
-        torch = engine_env.choose_torch(torch_override(get_prefs(context)))
+        torch = engine_env.choose_torch(torch_override(prefs if prefs is not None else get_prefs()))
     except engine_env.TorchChoiceError as exc:
         return [str(exc)]
     return engine_env.manual_commands(platform.system(), os.path.join(root, engine_setup.ENV_NAME),
@@ -265,7 +267,7 @@ class Gen3DFacePreferences(bpy.types.AddonPreferences):
         if not bpy.app.online_access:
             box = layout.box()
             box.label(text="Online access is off. To set up the engine by hand, run:", icon="INFO")
-            for line in manual_setup_lines(context):
+            for line in manual_setup_lines(self):
                 box.label(text=line)
         if _doctor_text:
             box = layout.box()

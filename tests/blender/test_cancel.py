@@ -20,13 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from blender_addon import client  # noqa: E402
+from tests.blender.conftest import ENGINE_PYTHON  # noqa: E402
 from engine import protocol  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
 
 
 def test_cancel_right_after_preprocess_stage_exits_130(tmp_path, portrait_path):
     run = tmp_path / "run"
-    proc = client.start_generate(sys.executable, client.GenerateSettings(
+    proc = client.start_generate(ENGINE_PYTHON, client.GenerateSettings(
         str(portrait_path), str(run), backend="projection", views=4, resolution=128))
     t_cancel = t_ack = None
     seen = []
