@@ -7,7 +7,7 @@
 # torch==2.13.0 (the local CPU wheel on these machines), the engine (pip install -e .) and its
 # dependencies, the `test` extra of pyproject.toml except its bpy pin, and bpy==VERSION; that
 # venv is also the engine the add-on runs. bpy 5.1+ (Python 3.13 wheels, like Blender 5.1+
-# itself): bpy==VERSION, pytest, pillow and scikit-image only — the engine needs Python 3.11,
+# itself): bpy==VERSION, pytest, pillow, scikit-image and trimesh only — the engine needs Python 3.11,
 # so the add-on under test runs it from GEN3DFACE_TEST_ENGINE_PYTHON (default .venv/bin/python,
 # made by scripts/setup.sh), and tests marked `engine_inprocess` (they import the engine's
 # dependencies into the test's own Python) are left to the 3.11 runs.
@@ -84,7 +84,7 @@ make_venv() {
     fi
     if [[ $WANT_PY == 3.13 ]]; then
         # No engine here (Python 3.11 only): what the tests' own side needs.
-        reqs=("bpy==$VERSION" "pytest>=8" "pillow>=10" "scikit-image>=0.21")
+        reqs=("bpy==$VERSION" "pytest>=8" "pillow>=10" "scikit-image>=0.21" "trimesh>=4.0")
         say "pip: ${reqs[*]}"
         "$VPY" -m pip install --quiet --progress-bar off "${reqs[@]}" \
             2> >(grep -v "^WARNING: Location 'file://" >&2) || return 1

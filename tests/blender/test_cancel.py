@@ -50,6 +50,7 @@ def test_cancel_right_after_preprocess_stage_exits_130(tmp_path, portrait_path):
     print(f"cancel → error event {t_ack - t_cancel:.2f} s, → exit 130 {t_exit - t_cancel:.2f} s")
 
 
+@pytest.mark.engine_inprocess
 def test_face_search_stops_at_the_cancel_point():
     from engine.preprocess.detect import detect_faces
 
