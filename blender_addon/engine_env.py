@@ -175,7 +175,7 @@ def plan(base_python: str, env_dir: str | Path, package_dir: str | Path, torch: 
     base_python: the Python that installs uv (Blender's own; any version ≥ 3.8).
     env_dir: the environment to create (the runner builds into a temporary sibling and
     swaps it in only after the last step). package_dir: the extension folder holding
-    pyproject.toml. uv: the uv executable to use. install_uv: add the step that installs
+    pyproject.toml (whose dependencies are installed; the engine itself runs from there). uv: the uv executable to use. install_uv: add the step that installs
     uv into ``tools_dir`` with ``base_python -m pip`` (uv then lands at ``uv_in(tools_dir)``).
     """
     py = str(venv_python(env_dir))
@@ -187,9 +187,12 @@ def plan(base_python: str, env_dir: str | Path, package_dir: str | Path, torch: 
     steps += [
         Step(f"Find or fetch Python {ENGINE_PYTHON}", (uv, "venv", "--relocatable", "--python", ENGINE_PYTHON, str(env_dir))),
         Step("Install torch", (uv, "pip", "install", "--python", py, *torch.install_args())),
-        Step("Install the engine", (uv, "pip", "install", "--python", py, str(package_dir))),
+        # The dependencies only, read from pyproject.toml: the add-on runs the engine from the
+        # extension's own copy (client.engine_env), so nothing is built or written there.
+        Step("Install the engine", (uv, "pip", "install", "--python", py, "-r", str(Path(package_dir, "pyproject.toml")))),
         # Imports what a run needs; its last line is doctor's device report (JSON) for the preferences.
-        Step("Check the engine", (py, "-c", "import json, mediapipe, nerfacc, engine.cli; from engine.doctor "
+        Step("Check the engine", (py, "-c", f"import sys; sys.path.insert(0, {str(package_dir)!r}); "
+                                            "import json, mediapipe, nerfacc, engine.cli; from engine.doctor "
                                             "import device_report; print(json.dumps(device_report()))")),
     ]
     return steps
@@ -213,7 +216,7 @@ def manual_commands(system: str, env_dir: str, package_dir: str, torch: TorchSou
         f"{install_uv}    (or see https://docs.astral.sh/uv/ for uv's installer)",
         f"uv venv --python {ENGINE_PYTHON} {q(env_dir)}",
         f"uv pip install --python {q(py)} {torch_args}",
-        f"uv pip install --python {q(py)} {q(package_dir)}",
+        f"uv pip install --python {q(py)} -r {q(str(Path(package_dir, 'pyproject.toml')))}",
         f"then set Engine Python to {py}",
     ]
 

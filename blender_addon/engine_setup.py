@@ -123,6 +123,8 @@ class SetupJob:
         try:
             if self.log_path is not None:
                 Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
+                if Path(self.log_path).exists():  # keep the previous set-up's log beside the new one
+                    Path(self.log_path).replace(Path(str(self.log_path) + ".1"))
                 logf = open(self.log_path, "w", encoding="utf-8", errors="replace")
             if self.env_dir is not None:
                 shutil.rmtree(partial_dir(self.env_dir), ignore_errors=True)  # a cancelled or failed set-up's leftover
