@@ -188,7 +188,7 @@ class SetupJob:
         """Stamp the built environment and swap it in place of the old one."""
         built, env_dir = partial_dir(self.env_dir), Path(self.env_dir)
         stamp = dict(self.stamp, steps=[s.title for s in self.steps], seconds=round(time.monotonic() - t0, 1),
-                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"), device=last_json(self.lines))
         (built / engine_env.STAMP).write_text(json.dumps(stamp, indent=1))
         old = env_dir.with_name(env_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -202,6 +202,26 @@ class SetupJob:
         if logf is not None:
             logf.write(text + "\n")
             logf.flush()
+
+
+def last_json(lines: list[str]) -> dict:
+    """The last line that is a JSON object (the check step's device report), else {}."""
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def read_stamp(env_dir: str | Path) -> dict:
+    """The stamp of a finished environment ({} when there is none)."""
+    try:
+        return json.loads(Path(env_dir, engine_env.STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def log_tail(path: str | Path, n: int = 5) -> list[str]:

@@ -82,18 +82,12 @@ def set_device_info(info: dict | None) -> None:
 
 
 def device_warning() -> str:
-    """doctor's warning about the engine's device ('' when none or not checked yet)."""
+    """doctor's warning about the engine's device ('' when none): from the last Check engine, else
+    from the stamp of the environment Set up engine made (so it survives a restart)."""
+    if not _device_info and user_dir():
+        _device_info.update(engine_setup.read_stamp(os.path.join(user_dir(), engine_setup.ENV_NAME)).get("device")
+                            or {"checked": False})
     return _device_info.get("warning") or ""
-
-
-def _device_from_job(job: engine_setup.SetupJob) -> dict:
-    for line in reversed(job.lines):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                return {}
-    return {}
 
 
 def setup_tick() -> float | None:
@@ -106,7 +100,7 @@ def setup_tick() -> float | None:
             prefs = get_prefs()
             if prefs is not None:  # the new environment replaces whatever was configured
                 prefs.engine_python = engine_setup.ready_python(job.env_dir)
-            set_device_info(_device_from_job(job))
+            set_device_info(engine_setup.last_json(job.lines))
     if not bpy.app.background:
         for window in bpy.context.window_manager.windows:
             for area in window.screen.areas:

@@ -26,12 +26,15 @@ def make_env_step(env_dir: Path, marker: str) -> Step:
 
 def test_steps_run_in_order_and_the_result_is_swapped_in_with_a_stamp(tmp_path):
     env_dir, log = tmp_path / "engine-env", tmp_path / "logs" / "setup.log"
-    job = engine_setup.SetupJob([make_env_step(env_dir, "first"), Step("Say done", (PY, "-c", "print('all good')"))],
+    report = '{"device": "cpu", "warning": "w"}'
+    job = engine_setup.SetupJob([make_env_step(env_dir, "first"),
+                                 Step("Say done", (PY, "-c", f"print('all good'); print({report!r})"))],
                                 env_dir=env_dir, log_path=log, stamp={"torch": "test"}).start().wait(60)
     assert job.done and job.error == "" and job.states == ["done", "done"] and job.factor == 1.0
     assert (env_dir / "marker").read_text() == "first" and not engine_setup.partial_dir(env_dir).exists()
     stamp = json.loads((env_dir / engine_env.STAMP).read_text())
     assert stamp["torch"] == "test" and stamp["steps"] == ["Make the environment", "Say done"]
+    assert stamp["device"] == {"device": "cpu", "warning": "w"} == engine_setup.read_stamp(env_dir)["device"]
     assert engine_setup.ready_python(env_dir) == str(env_dir / "bin" / "python")
     assert client.default_engine_python(str(tmp_path)) == str(env_dir / "bin" / "python")
     text = log.read_text()
