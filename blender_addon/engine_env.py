@@ -17,6 +17,7 @@ The engine needs Python 3.11 (mediapipe 0.10.21 has no wheel for 3.12+, and Blen
 """
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -105,6 +106,12 @@ def _cpu(hw: hardware.Hardware, wheel_dirs: list[str], why: str) -> TorchSource:
     return TorchSource("cpu", f"{why}: CPU build", index_url=TORCH_CPU_INDEX)
 
 
+@functools.lru_cache(maxsize=1)
+def this_machine() -> hardware.Hardware:
+    """``hardware.detect()`` once per process: the preferences redraw often and nvidia-smi is slow."""
+    return hardware.detect()
+
+
 def choose_torch(override: str = "", hw: hardware.Hardware | None = None,
                  wheel_dirs: list[str] | None = None) -> TorchSource:
     """The torch build for ``hw`` (default: this machine), following the module's rule.
@@ -113,7 +120,7 @@ def choose_torch(override: str = "", hw: hardware.Hardware | None = None,
     folders that may already hold the CPU wheel. Raises TorchChoiceError for an override
     that is none of the kinds, not a URL and not a folder, or a build ``hw`` cannot run.
     """
-    hw = hw or hardware.detect()
+    hw = hw or this_machine()
     wheel_dirs = [d for d in (wheel_dirs or []) if d]
     value = (override or "auto").strip()
     kind = value.lower()

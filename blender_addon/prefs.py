@@ -59,7 +59,9 @@ def torch_override(prefs) -> str:
     if prefs.torch_build == "CUSTOM":  # a folder may be written relative to the .blend (//wheels)
         value = prefs.torch_custom.strip()
         return value if "://" in value or not value else bpy.path.abspath(value)
-    return "" if prefs.torch_build == "AUTO" else prefs.torch_build.lower()
+    if prefs.torch_build == "AUTO":  # $GEN3DFACE_TORCH, as in scripts/setup.sh, else the hardware rule
+        return os.environ.get(engine_env.TORCH_ENV, "")
+    return prefs.torch_build.lower()
 
 
 def manual_setup_lines(prefs=None) -> list[str]:
