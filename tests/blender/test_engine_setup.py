@@ -120,3 +120,28 @@ def test_make_job_plans_uv_into_the_user_folder(tmp_path):
     assert job.stamp["torch_kind"] == "cpu"
     env = engine_setup.child_env({"PYTHONHOME": "/blender/python", "VIRTUAL_ENV": "/x", "PATH": "/bin"})
     assert "PYTHONHOME" not in env and "VIRTUAL_ENV" not in env and env["PATH"] == "/bin"
+
+
+def test_setup_operator_offline_online_and_a_bad_torch_choice(run_bpy):
+    out = run_bpy("""
+        import bpy, bpy_harness as h
+        h.enable()
+        from bl_ext.gen3dface_dev.gen3dface.blender_addon import prefs
+        offline = bpy.ops.gen3dface.setup_engine.poll()
+        lines = prefs.manual_setup_lines()
+        bpy.context.preferences.system.use_online_access = True
+        p = prefs.get_prefs()
+        p.torch_build, p.torch_custom = "CUSTOM", "no such folder"
+        try:
+            bpy.ops.gen3dface.setup_engine()
+            refused = ""
+        except RuntimeError as exc:
+            refused = str(exc)
+        h.emit(offline=offline, online=bpy.ops.gen3dface.setup_engine.poll(), lines=lines, refused=refused,
+               job=prefs._setup_job is not None, cancel_poll=bpy.ops.gen3dface.cancel_setup.poll())
+        h.disable()
+    """)
+    assert out["offline"] is False and out["online"] is True  # module mode starts without online access
+    assert out["lines"][1].startswith("uv venv --python 3.11 ") and out["lines"][1].endswith("/gen3dface/engine-env")
+    assert "no such folder" in out["refused"] and "expected one of auto" in out["refused"]
+    assert out["job"] is False and out["cancel_poll"] is False  # nothing started
