@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -333,12 +332,17 @@ def run_doctor(python: str, timeout: float = 120.0) -> tuple[int, str]:
 
 
 def default_engine_python(user_dir: str | None) -> str:
-    """The engine Python: the venv "Set up engine" made in ``user_dir``, else ``$GEN3DFACE_PYTHON``."""
+    """The engine Python: the environment "Set up engine" finished in ``user_dir``, else ``$GEN3DFACE_PYTHON``.
+
+    Only a finished environment counts (``engine_setup.ready_python``: its stamp is written
+    last), so a cancelled or failed set-up is never picked up.
+    """
     if user_dir:
-        sub = ("Scripts", "python.exe") if sys.platform == "win32" else ("bin", "python")
-        candidate = Path(user_dir, "venv", *sub)
-        if candidate.exists():
-            return str(candidate)
+        from . import engine_setup
+
+        found = engine_setup.ready_python(Path(user_dir, engine_setup.ENV_NAME))
+        if found:
+            return found
     return os.environ.get("GEN3DFACE_PYTHON", "")
 
 

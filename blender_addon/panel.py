@@ -5,7 +5,7 @@ import os
 
 import bpy
 
-from . import jobs, preview
+from . import jobs, prefs, preview
 from .operators import GEN3DFACE_OT_cancel, GEN3DFACE_OT_generate
 
 
@@ -36,6 +36,8 @@ def draw_panel(layout, context) -> None:
     else:
         layout.progress(factor=job.state.factor, type="BAR", text=job.state.text)
         layout.operator(GEN3DFACE_OT_cancel.bl_idname, icon="CANCEL")
+    if prefs.device_warning():  # from Check engine / Set up engine: e.g. a CPU torch beside an NVIDIA GPU
+        layout.label(text=prefs.device_warning(), icon="ERROR")
     if settings.last_error:
         box = layout.box()
         box.label(text=settings.last_error, icon="ERROR")

@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import report
 
-        print(json.dumps(report(args.models_dir), indent=1))
+        found = report(args.models_dir)
+        print(json.dumps(found, indent=1))
+        if found["device"]["warning"]:  # the JSON is for programs; say it to the person too
+            print(f"warning: {found['device']['warning']}", file=sys.stderr)
         return EXIT_OK
     if getattr(args, "handler", None) is not None:
         return _tool(args)

@@ -9,6 +9,7 @@ import importlib
 import os
 from pathlib import Path
 
+from . import hardware
 from .paths import MODELS_ENV, cache_dir, default_models_dir
 from .versions import versions
 
@@ -23,6 +24,31 @@ def _torch_report() -> dict:
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     return {"available": True, "version": torch.__version__, "cuda": cuda, "cuda_version": torch.version.cuda,
             "mps": mps, "devices": devices, "threads": torch.get_num_threads()}
+
+
+def device_report(hw: hardware.Hardware | None = None) -> dict:
+    """The device ``--device auto`` will use, torch's build, and a warning when they waste a GPU.
+
+    The GPU is found from its driver (``engine.hardware``), not from torch: a CPU build of
+    torch reports no CUDA whether or not the machine has an NVIDIA GPU.
+    """
+    hw = hw or hardware.detect()
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"device": None, "torch_build": None, "nvidia_gpu": hw.nvidia, "warning": f"torch: {exc}"}
+    build = (f"cuda {torch.version.cuda}" if torch.version.cuda else
+             f"rocm {torch.version.hip}" if getattr(torch.version, "hip", None) else "cpu")
+    cuda = torch.cuda.is_available()
+    device = f"cuda:0 ({torch.cuda.get_device_name(0)})" if cuda else "cpu"
+    warning = ""
+    if hw.nvidia and build == "cpu":
+        gpus = ", ".join(hw.nvidia_gpus) or "an NVIDIA driver is installed"
+        warning = (f"NVIDIA GPU present ({gpus}) but torch {torch.__version__} is a CPU build: the engine runs "
+                   "on the CPU. Set up the engine again with Torch build Auto or CUDA (GEN3DFACE_TORCH=cuda)")
+    elif hw.nvidia and not cuda:
+        warning = f"NVIDIA GPU present but torch ({build}) cannot use it: check the driver's CUDA version"
+    return {"device": device, "torch_build": build, "nvidia_gpu": hw.nvidia, "warning": warning}
 
 
 def _importable(module: str) -> dict:
@@ -63,6 +89,7 @@ def report(models_dir: Path | None = None) -> dict:
     models_dir = Path(models_dir) if models_dir else default_models_dir()
     out = {
         "versions": versions(),
+        "device": device_report(),
         "torch": _torch_report(),
         "mediapipe": _mediapipe_report(),
         "optional": {m: _importable(m)["ok"] for m in ("spconv", "transformers", "insightface", "onnxruntime", "accelerate")},

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine (Python 3.11, pip, gcc): a virtual environment in
-# .venv with the CPU torch wheel, the engine (editable) and the test dependencies.
+# .venv with torch for this machine's hardware, the engine (editable) and the test dependencies.
 # Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+#
+# torch follows the same rule as the Blender add-on's "Set up engine" (blender_addon/engine_env.py):
+# the CUDA build when an NVIDIA driver is present, the ROCm build with a ROCm device, PyPI's on
+# macOS, the CPU build otherwise (from a wheel folder pip is configured with when it holds it,
+# else PyTorch's CPU index). Override: GEN3DFACE_TORCH=cpu|cuda|rocm|<index URL>|<wheel folder>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -9,11 +14,14 @@ command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# torch first, pinned: a plain torch requirement would pull several GB of CUDA packages
+# on a machine without an NVIDIA GPU.
+mapfile -t torch_args < <(.venv/bin/python blender_addon/engine_env.py torch-args --pip-wheels)
+[ "${#torch_args[@]}" -gt 0 ] || exit 2
 stamp=.venv/.gen3dface-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  # torch first, pinned: 2.13.0 resolves to the CPU wheel on these machines; an unpinned
-  # torch would pull several GB of CUDA packages. Users with a GPU install their CUDA build first.
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+want="${torch_args[*]}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check "${torch_args[@]}"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,eval]"
-  touch "$stamp"
+  echo "$want" > "$stamp"
 fi

@@ -31,7 +31,7 @@ def enable(engine_python: str | None = None) -> str:
     if mod is None or errors:
         raise RuntimeError(f"cannot enable {ADDON}: {errors}")
     prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.engine_python = engine_python or sys.executable
+    prefs.engine_python = engine_python or os.environ.get("GEN3DFACE_TEST_ENGINE_PYTHON") or sys.executable
     return ADDON
 
 

@@ -12,6 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+#: The Python that runs the engine for these tests. Blender 5.1+ (bpy wheels for Python 3.13)
+#: cannot hold the engine (Python 3.11 only), so scripts/test_blender.sh points this at a 3.11
+#: environment with the engine; with bpy 4.2–5.0 the test venv is that environment.
+ENGINE_PYTHON = os.environ.get("GEN3DFACE_TEST_ENGINE_PYTHON") or sys.executable
 
 
 def bpy_env(tmp: Path) -> dict:
@@ -20,6 +24,8 @@ def bpy_env(tmp: Path) -> dict:
     env["BLENDER_USER_RESOURCES"] = str(tmp / "blender_user")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("OMP_NUM_THREADS", "2")
+    env["GEN3DFACE_TEST_ENGINE_PYTHON"] = ENGINE_PYTHON  # bpy_harness.enable's default
+    env["GEN3DFACE_PYTHON"] = ENGINE_PYTHON  # batch.py's default engine Python
     return env
 
 

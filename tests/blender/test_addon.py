@@ -132,29 +132,54 @@ def test_preferences_draw_setup_progress_offline_commands_and_doctor(run_bpy):
     out = run_bpy(f"""
         import bpy, bpy_harness as h
         h.enable()
-        from {PKG}.blender_addon import engine_setup, prefs
+        from {PKG}.blender_addon import engine_env, engine_setup, panel, prefs
         real = prefs.get_prefs()
-        view = type("PrefsView", (), {{}})()  # draw() only reads self.layout and the three settings
+        view = type("PrefsView", (), {{}})()  # draw() only reads self.layout and the settings
         view.bl_rna = real.bl_rna
-        for key in ("engine_python", "models_dir", "torch_index"):
+        for key in ("engine_python", "models_dir", "torch_build", "torch_custom"):
             setattr(view, key, getattr(real, key))
-        calls, problems = [], []
-        view.layout = h.RecordingLayout(calls, problems)
-        job = engine_setup.SetupJob([("Create the virtual environment", ["true"]), ("Install torch", ["true"])])
-        job.step, job.title, job.lines = 1, "Install torch", ["Collecting torch==2.13.0"]
-        prefs._setup_job, prefs._doctor_text = job, ["python: 3.11", "torch: 2.13.0"]
-        prefs.Gen3DFacePreferences.draw(view, bpy.context)
-        prefs._setup_job, prefs._doctor_text = None, []
-        h.emit(calls=calls, problems=problems, version=bpy.app.version_string)
+        def draw(job, device):
+            calls, problems = [], []
+            view.layout = h.RecordingLayout(calls, problems)
+            prefs._setup_job, prefs._doctor_text = job, ["python: 3.11", "torch: 2.13.0"]
+            prefs.set_device_info(device)
+            prefs.Gen3DFacePreferences.draw(view, bpy.context)
+            panel_calls = []
+            panel.draw_panel(h.RecordingLayout(panel_calls, problems), bpy.context)
+            prefs._setup_job, prefs._doctor_text = None, []
+            prefs.set_device_info(None)
+            return dict(calls=calls, problems=problems, panel=panel_calls)
+        job = engine_setup.SetupJob([engine_env.Step("Install uv", ("true",)), engine_env.Step("Install torch", ("true",)),
+                                     engine_env.Step("Install the engine", ("true",))], log_path="/tmp/x/setup.log")
+        job.states, job.step, job.title, job.lines = ["done", "running", "pending"], 1, "Install torch", ["Resolved 9"]
+        running = draw(job, {{"device": "cpu", "warning": "NVIDIA GPU present (L4) but torch is a CPU build"}})
+        job.states, job.done, job.error = ["done", "failed", "pending"], True, "Install torch failed (exit 2): boom"
+        failed = draw(job, None)
+        view.torch_build, view.torch_custom = "CUSTOM", "https://mirror.example/simple"
+        custom = draw(None, None)
+        h.emit(running=running, failed=failed, custom=custom, version=bpy.app.version_string)
         h.disable()
     """)
-    assert out["problems"] == [], (out["version"], out["problems"])
-    props = [c[1][1] for c in out["calls"] if c[0] == "prop"]
-    assert props == ["engine_python", "models_dir", "torch_index"]
-    ops = [c[1][0] for c in out["calls"] if c[0] == "operator"]
-    assert ops == ["gen3dface.setup_engine", "gen3dface.check_engine"]
-    progress = [c for c in out["calls"] if c[0] == "progress"]
-    assert progress == [["progress", [], {"factor": "0.5", "type": "BAR", "text": "Install torch"}]]
-    labels = [c[2].get("text", "") for c in out["calls"] if c[0] == "label"]
-    assert "Collecting torch==2.13.0" in labels and "torch: 2.13.0" in labels
-    assert any("pip install torch==2.13.0" in t for t in labels)  # online access is off in module mode
+    labels = lambda calls: [(c[2].get("text", ""), c[2].get("icon", "")) for c in calls if c[0] == "label"]  # noqa: E731
+    for case in ("running", "failed", "custom"):
+        assert out[case]["problems"] == [], (out["version"], case, out[case]["problems"])
+    run = out["running"]["calls"]
+    assert [c[1][1] for c in run if c[0] == "prop"] == ["engine_python", "models_dir", "torch_build"]
+    assert [c[1][0] for c in run if c[0] == "operator"] == [
+        "gen3dface.setup_engine", "gen3dface.check_engine", "gen3dface.cancel_setup"]
+    assert [c for c in run if c[0] == "progress"] == [
+        ["progress", [], {"factor": "0.3333333333333333", "type": "BAR", "text": "Install torch"}]]
+    shown = labels(run)
+    assert shown[:3] == [("Install uv", "CHECKMARK"), ("Install torch", "PLAY"), ("Install the engine", "BLANK1")]
+    assert ("Resolved 9", "") in shown and ("torch: 2.13.0", "") in shown and ("Log: /tmp/x/setup.log", "") in shown
+    warning = ("NVIDIA GPU present (L4) but torch is a CPU build", "ERROR")
+    assert warning in shown and warning in labels(out["running"]["panel"])  # the sidebar panel shows it too
+    offline = [t for t, _ in shown if t.startswith("uv ")]  # online access is off in module mode
+    assert offline[0].startswith("uv venv --python 3.11 ") and offline[0].endswith("/gen3dface/engine-env")
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in offline[1]
+    fail = out["failed"]["calls"]
+    assert ("Install torch failed (exit 2): boom", "ERROR") in labels(fail) and ("Install torch", "ERROR") in labels(fail)
+    assert "gen3dface.cancel_setup" not in [c[1][0] for c in fail if c[0] == "operator"]
+    assert not [l for l in labels(out["failed"]["panel"]) if l[1] == "ERROR"]
+    assert [c[1][1] for c in out["custom"]["calls"] if c[0] == "prop"][-2:] == ["torch_build", "torch_custom"]
+    assert any("--index-url https://mirror.example/simple" in t for t, _ in labels(out["custom"]["calls"]))

@@ -20,13 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from blender_addon import client  # noqa: E402
+from tests.blender.conftest import ENGINE_PYTHON  # noqa: E402
 from engine import protocol  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
 
 
 def test_cancel_right_after_preprocess_stage_exits_130(tmp_path, portrait_path):
     run = tmp_path / "run"
-    proc = client.start_generate(sys.executable, client.GenerateSettings(
+    proc = client.start_generate(ENGINE_PYTHON, client.GenerateSettings(
         str(portrait_path), str(run), backend="projection", views=4, resolution=128))
     t_cancel = t_ack = None
     seen = []
@@ -49,6 +50,7 @@ def test_cancel_right_after_preprocess_stage_exits_130(tmp_path, portrait_path):
     print(f"cancel → error event {t_ack - t_cancel:.2f} s, → exit 130 {t_exit - t_cancel:.2f} s")
 
 
+@pytest.mark.engine_inprocess
 def test_face_search_stops_at_the_cancel_point():
     from engine.preprocess.detect import detect_faces
 

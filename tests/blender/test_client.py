@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from blender_addon import client  # noqa: E402
+from tests.blender.conftest import ENGINE_PYTHON  # noqa: E402
 from engine import protocol  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def test_unique_run_dir(tmp_path):
 
 def test_missing_photo_is_exit_2_naming_the_file(tmp_path):
     photo = tmp_path / "nope.jpg"
-    out = client.run_generate(sys.executable, client.GenerateSettings(str(photo), str(tmp_path / "run")))
+    out = client.run_generate(ENGINE_PYTHON, client.GenerateSettings(str(photo), str(tmp_path / "run")))
     assert out.exit_code == 2 and not out.ok
     assert str(photo) in out.message
     assert not (tmp_path / "run").exists()
