@@ -34,8 +34,11 @@ def test_round_trip(event):
 
 
 def test_events_are_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'name'"):
         EXAMPLES[1].name = "other"
+    assert EXAMPLES[1].name == "prior"
 
 
 def test_reader_skips_non_events():
