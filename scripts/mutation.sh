@@ -28,7 +28,7 @@ WORK="${MUTATION_DIR:-$ROOT/.mutation}"
 # (the protocol's import test runs `python -S`, which cannot import mutmut's trampoline)
 MODULES=(
   "protocol|engine/protocol.py|tests/engine/test_protocol.py|not standard_library_only"
-  "rundir|engine/rundir.py|tests/engine/test_rundir.py"
+  "rundir|engine/rundir.py|tests/engine/test_rundir.py tests/engine/test_rundir_contract.py"
   "mesh|recon/mesh.py|tests/recon/test_mesh.py"
   "export|recon/export.py|tests/recon/test_export.py"
   "pipeline|engine/multiview/diffusion/pipeline.py|tests/engine/test_diffusion_model.py tests/engine/test_diffusion_pipeline.py"
