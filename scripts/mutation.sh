@@ -14,9 +14,10 @@
 # where timeouts and segfaults count as killed (the mutant broke the run) and mutants no
 # test reaches count as survived.
 #
-# Environment: PYTHON (default .venv/bin/python, with mutmut installed:
-# `python -m pip install mutmut`), MUTATION_JOBS (parallel mutants, default 1: the
-# tests themselves are single-threaded here), MUTATION_DIR.
+# Environment: PYTHON (default .venv/bin/python) with mutmut 3.8.1 installed
+# (`python -m pip install -e ".[mutation]"`); MUTATION_JOBS (mutants run in parallel,
+# default 1: the tests are single-threaded and the CPU is small); MUTATION_DIR.
+# The committed tree is tested: commit (or stash) before running.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,7 +43,7 @@ if [[ "${1:-}" == "--list" ]]; then
   for m in "${MODULES[@]}"; do IFS='|' read -r name files tests <<<"$m"; echo "$name: $files  ← $tests"; done
   exit 0
 fi
-"$PYTHON" -c "import mutmut" 2>/dev/null || { echo "mutmut is not installed in $PYTHON: $PYTHON -m pip install mutmut" >&2; exit 2; }
+"$PYTHON" -c "import mutmut" 2>/dev/null || { echo "mutmut is not installed in $PYTHON: $PYTHON -m pip install mutmut==3.8.1" >&2; exit 2; }
 MUTMUT="$(dirname "$PYTHON")/mutmut"
 
 wanted=("$@")
