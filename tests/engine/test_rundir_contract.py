@@ -3,6 +3,7 @@ code, nested output paths, the manifest's head and its input hash (found missing
 ``scripts/mutation.sh rundir``). Expected values are computed here, not by the module."""
 import hashlib
 import json
+import os
 import platform
 
 import pytest
@@ -74,3 +75,28 @@ def test_manifest_head_and_input_hash(tmp_path):
     assert m["input"] == {"path": str(photo.resolve()), "sha256": expected}
     assert m["versions"]["python"] == platform.python_version() and "torch" in m["versions"]
     json.dumps(m)  # JSON-ready
+
+
+def test_unwritable_parent_names_it_and_the_os_reason(tmp_path):
+    from tests.engine.test_rundir import read_only_parent
+
+    parent = read_only_parent(tmp_path)
+    try:  # what the OS says when we try ourselves
+        os.makedirs(os.path.join(parent, "probe"))
+        pytest.skip("the read-only directory is writable here")
+    except OSError as exc:
+        reason = exc.strerror
+    err = _refusal(RunDir(f"{parent}/run").open)
+    assert (err.message, err.code) == (f"{parent}: cannot write the output directory ({reason})", "output_not_writable")
+
+
+def test_with_block_discards_on_failure_and_lets_the_error_through(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyError, match="boom"):
+        with run as tmp:
+            (tmp / "partial.png").write_bytes(b"x")
+            raise KeyError("boom")
+    assert list(tmp_path.iterdir()) == [] and run.tmp is None
+    with RunDir(tmp_path / "ok") as tmp:  # no error: the temporary directory stays for commit()
+        pass
+    assert tmp.is_dir()
