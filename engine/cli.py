@@ -4,7 +4,7 @@ Subcommands: ``generate`` (photo → head), ``demo`` (the bundled portrait), ``r
 (views + cameras → textured mesh), ``doctor`` (what this engine can use); tools with their
 own handler: ``batch`` (engine.batch), ``eval`` (engine.eval), ``dataset prune`` (engine.dataset). With ``--json``
 stdout carries protocol events only; otherwise a progress bar goes to stderr. Exit codes
-follow DESIGN.md: 0 done, 2 bad input or usage, 3 model file missing, 4 disk full or
+follow docs/architecture.md: 0 done, 2 bad input or usage, 3 model file missing, 4 disk full or
 quota exceeded, 130 cancelled, 1 internal error (traceback on stderr).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger("engine")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (DESIGN.md)
+    def error(self, message):  # one line, exit 2 (docs/architecture.md)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message}\n")
 
 

@@ -1,4 +1,4 @@
-"""Errors that end a run, each with the exit code of DESIGN.md ("Exit codes").
+"""Errors that end a run, each with the exit code of docs/architecture.md ("Exit codes").
 
 Stages raise these; only the CLI turns them into an ``error`` event, a one-line message on
 stderr and the exit code. Anything else that escapes a stage is an internal error (exit 1).

@@ -1,6 +1,6 @@
 """The ``generate`` job: photo → preprocess → prior → multiview → (recon) → result.json.
 
-One numbered body (DESIGN.md, "Data flow"); every stage lives in its own module and is
+One numbered body (docs/architecture.md, "Data flow"); every stage lives in its own module and is
 imported lazily so that ``engine`` stays light. The run directory is atomic (``rundir``).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The JSON-lines protocol between the add-on and the engine (DESIGN.md, "Protocol").
+"""The JSON-lines protocol between the add-on and the engine (docs/architecture.md, "Protocol").
 
 Standard library only: the Blender add-on imports this module in Blender's Python, which
 has no torch. The engine writes one event per line on stdout; logs go to stderr. Every
@@ -104,7 +104,7 @@ class Result(Event):
 
 @dataclass(frozen=True)
 class Error(Event):
-    """The run failed; ``exit_code`` follows DESIGN.md (2 input, 3 model, 4 disk full, 130 cancel, 1 internal)."""
+    """The run failed; ``exit_code`` follows docs/architecture.md (2 input, 3 model, 4 disk full, 130 cancel, 1 internal)."""
 
     type: ClassVar[str] = "error"
     code: str

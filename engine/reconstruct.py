@@ -1,6 +1,6 @@
 """The recon stage inside the engine: ``recon.api`` with engine errors, progress and cancel.
 
-``recon`` knows nothing of the engine (DESIGN.md: arrows one way); this adapter maps its
+``recon`` knows nothing of the engine (docs/architecture.md: arrows one way); this adapter maps its
 callbacks onto the run context and its errors onto the engine's exit codes. Used by
 ``generate --recon`` and by ``gen3dface recon``.
 """

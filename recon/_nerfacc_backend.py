@@ -1,6 +1,6 @@
 """The one module that touches nerfacc's compiled ops, with pure-torch CPU stand-ins beside it.
 
-nerfacc 0.5.3 (DESIGN.md, "Dependencies") imports without compiling anything: its ``_C``
+nerfacc 0.5.3 (docs/architecture.md, "Dependencies") imports without compiling anything: its ``_C``
 extension is JIT-built by ``nerfacc.cuda._backend`` on the first call of an op that needs
 it. On CPU these raise (``pack_info`` → NotImplementedError) or would try to build:
 ``pack_info``, the packed (flattened) scans behind ``render_weight_from_alpha`` /

@@ -275,7 +275,7 @@ def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconC
 
 
 def config_from_dict(values: dict) -> ReconConfig:
-    """A ReconConfig from a dict; unknown keys are an error (DESIGN.md, "Config")."""
+    """A ReconConfig from a dict; unknown keys are an error (docs/architecture.md, "Conventions")."""
     known = {f.name for f in fields(ReconConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -1,4 +1,4 @@
-"""Pinhole cameras in the Blender world (DESIGN.md, "Conventions").
+"""Pinhole cameras in the Blender world (docs/architecture.md, "Conventions").
 
 A camera is camera-to-world ``c2w`` with OpenGL axes (+X right, +Y up, looking down −Z)
 and intrinsics in pixels with continuous pixel coordinates (pixel (i, j) covers

@@ -1,6 +1,6 @@
 """A small vectorised CPU triangle rasteriser (numpy).
 
-pytorch3d has no Linux wheel (DESIGN.md, "Dependencies"), and the stages that need a
+pytorch3d has no Linux wheel (docs/architecture.md, "Dependencies"), and the stages that need a
 z-buffer (the projection backend's visibility, texture baking, vertex visibility) only need
 face ids, perspective-correct barycentrics and depth, so we rasterise ourselves:
 

@@ -1,6 +1,6 @@
 """Colours for the parts of the head the photo does not show (projection backend).
 
-The projection backend (DESIGN.md, "Data flow") stands in for the diffusion model's
+The projection backend (docs/architecture.md, "Data flow") stands in for the diffusion model's
 hallucinated back of the head (Gen3D-Face §3.2 generates 360° views): what the photo does
 not see is filled with hair and skin colours estimated from the photo, diffused over the
 mesh so the fill meets the projected texture without seams.

@@ -1,7 +1,7 @@
 """Writing a multi-view set: ``views/view_XXX.png`` (RGBA) + ``transforms.json``.
 
 Every backend ends here, so the recon stage and the add-on read one format: nerfstudio's
-``transforms.json`` in the Blender world (DESIGN.md, "Conventions"). The input camera is
+``transforms.json`` in the Blender world (docs/architecture.md, "Conventions"). The input camera is
 stored beside the frames as ``input_frame`` so the add-on can place it with the photo.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Preprocess: photo → upright RGB, 478 landmarks, square head crop with matte, input camera.
 
-Steps (DESIGN.md, "Data flow"): load with guards and EXIF orientation (``load``) → find
+Steps (docs/architecture.md, "Data flow"): load with guards and EXIF orientation (``load``) → find
 the largest face and its 478 mediapipe landmarks (``detect``) → square crop around the
 whole head (``crop``) → foreground matte (``matte``) → the input camera (``camera``) →
 write ``input/`` (``outputs``).

@@ -2,7 +2,7 @@
 
 mediapipe 0.10.21's legacy ``mp.solutions`` ships the face-detection, face-mesh (with
 attention/iris refinement: 478 points) and selfie-segmentation models inside the wheel,
-so nothing is downloaded (DESIGN.md, "Dependencies").
+so nothing is downloaded (docs/architecture.md, "Dependencies").
 
 Strategy: detect every face on a downscaled copy (full-range model, short-range as a
 fallback), take the largest, and run FaceMesh on a full-resolution square crop around

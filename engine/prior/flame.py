@@ -10,7 +10,7 @@ CC-BY-4.0) together with the mediapipe landmark embedding, and put them under
 The pickles are read once with a restricted unpickler (``_safe_pickle``), validated and
 converted to ``<cache_dir>/flame/<sha256 prefix>.npz``; later runs load the ``.npz``.
 
-Model space (``FlameModel``) is the Blender world of DESIGN.md: FLAME's native frame is
+Model space (``FlameModel``) is the Blender world of docs/architecture.md: FLAME's native frame is
 Y up, face toward +Z, so ``(x, y, z)_flame ↦ (x, −z, y)``, and the centre of the
 template's bounding box (a fixed point, independent of the coefficients) is moved to the
 origin.

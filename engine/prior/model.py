@@ -6,7 +6,7 @@ photo's mediapipe landmarks. The fitter only needs what is here: a differentiabl
 face-mesh landmarks.
 
 Model space = Blender world axes (Z up, face looking toward −Y), metres, head roughly
-centred at the origin (DESIGN.md "Conventions").
+centred at the origin (docs/architecture.md "Conventions").
 """
 from __future__ import annotations
 

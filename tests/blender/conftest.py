@@ -31,14 +31,16 @@ def bpy_env(tmp: Path) -> dict:
 
 @pytest.fixture
 def run_bpy(tmp_path):
-    """``run_bpy(script, timeout=...)`` → the dict the script passed to ``bpy_harness.emit``."""
-    def run(script: str, timeout: float = 300, expect_rc: int = 0) -> dict:
+    """``run_bpy(script, timeout=...)`` → the dict the script passed to ``bpy_harness.emit``
+    (the last one; ``every=True``: the list of all of them, in order)."""
+    def run(script: str, timeout: float = 300, expect_rc: int = 0, every: bool = False) -> dict | list[dict]:
         done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
                               timeout=timeout, cwd=str(tmp_path), env=bpy_env(tmp_path))
         lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
         assert done.returncode == expect_rc and lines, (
             f"bpy script exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
-        return json.loads(lines[-1][len("RESULT "):])
+        results = [json.loads(line[len("RESULT "):]) for line in lines]
+        return results if every else results[-1]
 
     return run
 

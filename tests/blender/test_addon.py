@@ -20,23 +20,62 @@ def no_face_photo(tmp_path_factory) -> Path:
     return path
 
 
+#: What a user reaches: the operators behind the panel's and the preferences' buttons, and the panel.
+REQUIRED_OPERATORS = {"gen3dface.generate", "gen3dface.cancel", "gen3dface.setup_engine", "gen3dface.check_engine"}
+
+
 def test_addon_registers_without_torch(run_bpy):
-    out = run_bpy(f"""
+    """Every Blender class the add-on's modules define is registered while it is enabled (and
+    the required operators and the panel are among them), none after disabling; no torch."""
+    before, enabled, disabled = run_bpy(f"""
         import sys
         sys.modules["torch"] = None
         import bpy, bpy_harness as h
-        h.enable()
         import importlib
+        import inspect
+
+        def classes():
+            # the add-on's own bpy classes, found by walking its modules (not its register lists)
+            found = []
+            for name in ("props", "prefs", "operators", "panel", "preview", "jobs", "scene_io", "batch"):
+                try:
+                    mod = importlib.import_module("{PKG}.blender_addon." + name)
+                except ModuleNotFoundError as exc:
+                    if exc.name != "{PKG}.blender_addon." + name:
+                        raise
+                    continue
+                for _, cls in inspect.getmembers(mod, inspect.isclass):
+                    if cls.__module__ == mod.__name__ and issubclass(cls, bpy.types.bpy_struct):
+                        found.append(cls)
+            return found
+
+        def state(loaded):
+            ops = sorted(c.bl_idname for c in classes() if issubclass(c, bpy.types.Operator))
+            registered = sorted(c.__name__ for c in classes() if c.is_registered)
+            return dict(loaded=loaded, ops=ops, registered=registered,
+                        all=sorted(c.__name__ for c in classes()),
+                        callable_ops=sorted("gen3dface." + n for n in dir(bpy.ops.gen3dface)),
+                        panel=hasattr(bpy.types, "VIEW3D_PT_gen3dface"))
+
+        h.emit(callable_ops=sorted("gen3dface." + n for n in dir(bpy.ops.gen3dface)),
+               panel=hasattr(bpy.types, "VIEW3D_PT_gen3dface"))  # before enabling: nothing there
+        h.enable()
         for name in ("client", "run_data", "engine_setup", "scene_io", "jobs", "operators", "panel", "prefs", "batch"):
             importlib.import_module("{PKG}.blender_addon." + name)
         loaded = [m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m] is not None]
-        h.emit(loaded=loaded, ops=[hasattr(bpy.ops.gen3dface, n) for n in ("generate", "cancel", "setup_engine",
-                                                                          "check_engine")],
-               panel=hasattr(bpy.types, "VIEW3D_PT_gen3dface"), views=bpy.context.scene.gen3dface.views)
+        h.emit(**state(loaded), views=bpy.context.scene.gen3dface.views)
         h.disable()
-        h.emit(loaded=loaded, ops=[], panel=hasattr(bpy.types, "VIEW3D_PT_gen3dface"), views=0)
-    """)
-    assert out["loaded"] == [] and out["panel"] is False  # last emit: after disable, the panel is gone
+        h.emit(**state(loaded))
+    """, every=True)
+    assert before["callable_ops"] == [] and before["panel"] is False
+    assert enabled["loaded"] == []  # no torch module was imported by the add-on
+    assert REQUIRED_OPERATORS <= set(enabled["ops"]), enabled["ops"]
+    assert "VIEW3D_PT_gen3dface" in enabled["all"] and enabled["panel"] is True
+    assert enabled["registered"] == enabled["all"], sorted(set(enabled["all"]) - set(enabled["registered"]))
+    assert set(enabled["ops"]) <= set(enabled["callable_ops"])  # bpy.ops reaches each of them
+    assert enabled["views"] > 0
+    assert disabled["registered"] == [] and disabled["panel"] is False
+    assert not set(disabled["callable_ops"]) & REQUIRED_OPERATORS
 
 
 def test_panel_draw_idle_and_running(run_bpy, portrait_path):

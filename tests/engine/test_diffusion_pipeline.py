@@ -15,6 +15,7 @@ from engine.errors import BadInput, Cancelled, ModelMissing
 from engine.multiview.diffusion import DiffusionConfig, find_weights, load_pipeline, run
 from engine.multiview.layouts import gen3dface
 
+from .camera_checks import alpha_box_gap, assert_views_match_cameras, frame_of
 from .diffusion_fixtures import TINY_SIZE, TINY_VIEWS, tiny_inputs
 
 torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))
@@ -35,8 +36,9 @@ def pipe(tiny_model_dir):
 def test_outputs_shapes_ranges_and_seed(pipe):
     a = _call(pipe, seed=0)
     assert a.images.shape == (TINY_VIEWS, TINY_SIZE, TINY_SIZE, 4) and a.images.dtype == np.uint8
-    alpha = a.images[..., 3]
-    assert 0 < (alpha > 127).mean() < 1  # the prior's silhouette, not all or nothing
+    _, _, verts, _ = tiny_inputs()
+    for alpha, cam in zip(a.images[..., 3] > 127, a.cameras):  # each alpha: the prior's silhouette from its camera
+        assert alpha_box_gap(alpha, frame_of(cam), {}, verts, dilate_px=TINY_SIZE // 32) < 1.5
     assert a.images[..., :3].std() > 1  # decoded pixels, not a constant
     assert len(a.cameras) == TINY_VIEWS and a.cameras[0].w == TINY_SIZE
     b = _call(pipe, seed=0)
@@ -77,6 +79,7 @@ def test_cancel_in_the_middle_of_the_loop(pipe):
 
 def test_run_writes_views_and_transforms(tiny_model_dir, tmp_path):
     crop, cam, verts, faces = tiny_inputs()
+    verts = verts + [0.05, 0.0, 0.03]  # off centre, so every view's silhouette sits somewhere else
     events = []
     ctx = RunContext(emit=events.append)
     cfg = DiffusionConfig(n_views=TINY_VIEWS, size=TINY_SIZE, steps=2, seed=3)
@@ -87,6 +90,8 @@ def test_run_writes_views_and_transforms(tiny_model_dir, tmp_path):
     img = Image.open(tmp_path / meta["frames"][0]["file_path"])
     assert img.mode == "RGBA" and img.size == (TINY_SIZE, TINY_SIZE)
     assert sum(1 for e in events if type(e).__name__ == "Progress") == 2
+    # each view's alpha is the prior's silhouette seen by that view's own written camera
+    assert_views_match_cameras(tmp_path, verts, dilate_px=TINY_SIZE // 32)  # the pipeline dilates by size/32
 
 
 def test_find_weights(tiny_model_dir, tmp_path):

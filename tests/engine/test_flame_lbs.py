@@ -12,6 +12,11 @@ from tests.engine import flame_fixtures as ff
 
 torch.set_num_threads(1)
 
+#: FLAME (Y up, face toward +Z) → Blender world (Z up, face toward −Y): (x, y, z) → (x, −z, y).
+FLAME_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+#: FLAME's joints: global, neck, jaw, left eye, right eye (the fixture's kintree has the same order).
+JAW = 2
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -96,7 +101,7 @@ def test_pose_correctives_zero_at_rest_and_active_when_posed(files):
     assert (with_pd.vertices(s, e, jaw) - without_pd.vertices(s, e, jaw)).abs().max() > 1e-5
 
 
-def test_blendshapes_are_linear(model):
+def test_blendshapes_are_linear(model, files):
     torch.manual_seed(0)
     z_s, z_e = torch.zeros(300, dtype=torch.float64), torch.zeros(100, dtype=torch.float64)
     a, b = torch.randn(300, dtype=torch.float64), torch.randn(300, dtype=torch.float64)
@@ -107,6 +112,10 @@ def test_blendshapes_are_linear(model):
     torch.testing.assert_close(lhs, rhs, rtol=0, atol=1e-12)
     # Shape 0 of the fixture is a uniform scale about the template mean: check it really moves.
     assert (model.vertices(torch.eye(300, dtype=torch.float64)[0], z_e) - base).abs().max() > 1e-3
+    # At rest pose the offsets are the file's blendshapes, shapedirs @ [shape; expr], in the world frame.
+    sd = files[0]["shapedirs"]
+    expected = np.einsum("vck,k->vc", sd, np.r_[a.numpy(), ea.numpy()]) @ FLAME_TO_WORLD.T
+    np.testing.assert_allclose((model.vertices(a, ea) - base).numpy(), expected, atol=1e-12)
 
 
 def test_jaw_rotates_jaw_vertices_about_the_jaw_joint(files):
@@ -118,10 +127,10 @@ def test_jaw_rotates_jaw_vertices_about_the_jaw_joint(files):
     jaw_aa = np.array([0.3, 0.05, -0.02])
     rest = m.vertices(z_s, z_e).numpy()
     opened = m.vertices(z_s, z_e, torch.as_tensor(jaw_aa)).numpy()
-    j_flame = (arrays["J_regressor"] @ arrays["v_template"])[flame.JAW]
+    j_flame = (arrays["J_regressor"] @ arrays["v_template"])[JAW]
     centre = (arrays["v_template"].min(0) + arrays["v_template"].max(0)) / 2
-    j_world = flame._FLAME_TO_WORLD @ (j_flame - centre)
-    is_jaw = hard[:, flame.JAW] == 1
+    j_world = FLAME_TO_WORLD @ (j_flame - centre)
+    is_jaw = hard[:, JAW] == 1
     assert 5 < is_jaw.sum() < len(hard) / 2
     expected = (rest[is_jaw] - j_world) @ Rotation.from_rotvec(jaw_aa).as_matrix().T + j_world
     np.testing.assert_allclose(opened[is_jaw], expected, atol=1e-12)
@@ -147,12 +156,14 @@ def test_batched_forward_and_gradients(model):
     assert jaw.grad.abs().sum() > 0
 
 
-def test_landmarks_are_barycentric(model):
+def test_landmarks_are_barycentric(model, files):
+    arrays, _, emb_path, _ = files
     v = model.vertices(torch.randn(300, dtype=torch.float64), torch.randn(100, dtype=torch.float64))
     lm = model.landmarks(v)
-    emb = model.embedding
-    tri = v.numpy()[model.faces[emb.face_idx]]  # [L, 3, 3]
-    np.testing.assert_allclose(lm.numpy(), np.einsum("lc,lck->lk", emb.bary, tri), atol=1e-12)
+    emb = np.load(emb_path)  # the file's own triangles and barycentrics, not the loader's copy
+    tri = v.numpy()[arrays["f"].astype(np.int64)[emb["lmk_face_idx"]]]  # [L, 3, 3]
+    np.testing.assert_allclose(lm.numpy(), np.einsum("lc,lck->lk", emb["lmk_b_coords"], tri), atol=1e-12)
+    np.testing.assert_array_equal(model.landmark_ids, emb["landmark_indices"])
     assert lm.shape == (len(model.landmark_ids), 3)
     assert model.landmarks(torch.stack([v, v])).shape == (2, len(model.landmark_ids), 3)
 

@@ -220,3 +220,28 @@ def test_load_flame_names_embedding_on_mismatch(tmp_path, arrays):
     pkl = ff.write_flame_numpy(tmp_path / "generic_model.pkl", arrays)
     path = _write_npz(tmp_path / "emb.npz", lmk_face_idx=np.full(5, len(arrays["f"])))
     _expect_missing(lambda: flame.load_flame(pkl, path, cache_root=tmp_path / "c"), path, "lmk_face_idx outside")
+
+
+def test_engine_loads_flame_with_the_configured_dimensions(tmp_path, arrays, monkeypatch):
+    """The run's model has ``flame_shape`` identity and ``flame_expr`` expression components,
+    and each is the file's own: shape k moves the head by shapedirs[..., k], expression k by
+    shapedirs[..., 300 + k] (numpy, mapped to the Blender world here)."""
+    import torch
+
+    from engine.context import RunContext
+    from engine.prior import PriorConfig, load_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "models"
+    ff.write_flame_numpy(root / "FLAME" / "generic_model.pkl", arrays)
+    ff.write_embedding(root / "FLAME" / "mediapipe_landmark_embedding.npz", arrays)
+    model = load_model(PriorConfig(model="flame", flame_shape=7, flame_expr=3), RunContext(models_dir=root))
+    assert model.name == "flame" and (model.n_shape, model.n_expr) == (7, 3)
+    shape, expr = torch.zeros(7), torch.zeros(3)
+    shape[5], expr[1] = 1.5, -2.0
+    moved = model.vertices(shape, expr) - model.vertices(torch.zeros(7), torch.zeros(3))
+    sd = arrays["shapedirs"]
+    delta = 1.5 * sd[:, :, 5] + -2.0 * sd[:, :, ff.N_SHAPE_FULL + 1]  # FLAME frame: Y up, face +Z
+    expected = np.stack([delta[:, 0], -delta[:, 2], delta[:, 1]], 1)  # → Blender: Z up, face −Y
+    np.testing.assert_allclose(moved.double().numpy(), expected, atol=2e-6)
+    assert np.abs(expected).max() > 1e-4  # the components move the head, so the check has teeth

@@ -5,9 +5,12 @@ tested is the wiring: model folder → joint DDIM → views + transforms.json �
 """
 import json
 
+import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
+from tests.engine.camera_checks import assert_views_match_cameras, project
 from tests.engine.cli_helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
@@ -27,6 +30,28 @@ def test_diffusion_backend_through_recon(tmp_path, portrait_path, tiny_model_dir
     assert meta["backend"] == "diffusion" and len(meta["frames"]) >= 3
     mesh = trimesh.load(out / manifest["outputs"]["mesh"], force="mesh")
     assert len(mesh.faces) > 100
+    # every view is tied to its own camera: the prior head lands on that view's silhouette
+    # (the pipeline's alpha, dilated by size/32), and so does the reconstructed head
+    prior = _blender_world(trimesh.load(out / "prior" / "head.glb", force="mesh").vertices)
+    assert_views_match_cameras(out, prior, dilate_px=meta["w"] // 32)
+    recon_inside = _fraction_inside_alpha(out, meta, _blender_world(mesh.vertices))
+    assert min(recon_inside) > 0.85, recon_inside  # 0.93..0.97 measured: NeuS fits the same cameras
+
+
+def _blender_world(gltf_vertices):
+    """glTF is Y-up: (x, y, z)_gltf → (x, −z, y) in the Blender world."""
+    x, y, z = np.asarray(gltf_vertices, dtype=np.float64).T
+    return np.stack([x, -z, y], 1)
+
+
+def _fraction_inside_alpha(run_dir, meta, points):
+    fractions = []
+    for frame in meta["frames"]:
+        alpha = np.asarray(Image.open(run_dir / frame["file_path"]))[..., 3] > 127
+        uv = np.floor(project(frame, meta, points)).astype(int)
+        ok = (uv >= 0).all(1) & (uv[:, 0] < alpha.shape[1]) & (uv[:, 1] < alpha.shape[0])
+        fractions.append(float(ok.mean() * alpha[uv[ok, 1], uv[ok, 0]].mean()))
+    return fractions
 
 
 def test_diffusion_without_weights_is_exit_3(tmp_path, portrait_path):

@@ -30,6 +30,9 @@ def test_flame_is_used_when_installed(tmp_path, portrait_path):
     assert result.code == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "run" / "result.json").read_text())
     assert manifest["head_model"] == "flame"
+    params = json.loads((tmp_path / "run" / "prior" / "params.json").read_text())
+    # the fitted FLAME has the documented default dimensions (PriorConfig: 100 identity, 50 expression)
+    assert params["model"] == "flame" and (len(params["shape"]), len(params["expr"])) == (100, 50)
     assert "flame_missing" not in {w["code"] for w in manifest["warnings"]}
 
 

@@ -34,8 +34,11 @@ def test_round_trip(event):
 
 
 def test_events_are_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'name'"):
         EXAMPLES[1].name = "other"
+    assert EXAMPLES[1].name == "prior"
 
 
 def test_reader_skips_non_events():
@@ -67,3 +70,23 @@ def test_protocol_imports_with_the_standard_library_only():
     out = subprocess.run([sys.executable, "-S", "-c", code, str(ROOT)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_wire_format_is_one_compact_utf8_line():
+    """Exactly what goes over the pipe: compact separators, non-ASCII text kept as is."""
+    event = protocol.Warning(code="font", message="café — ✓ \"quoted\"\nsecond line")
+    line = event.to_json()
+    assert line == ('{"type":"warning","v":1,"code":"font","message":"café — ✓ \\"quoted\\"\\nsecond line"}')
+    assert protocol.parse_line(line) == event
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"type": "stage", "v": 2, "name": "x"}, "unsupported protocol version 2"),
+    ({"type": "stage", "name": "x"}, "unsupported protocol version None"),
+    ({"type": "mystery", "v": 1}, "unknown event type 'mystery'"),
+    ({"v": 1}, "unknown event type None"),
+])
+def test_from_dict_names_what_is_wrong(data, message):
+    with pytest.raises(ValueError) as info:
+        protocol.Event.from_dict(data)
+    assert str(info.value) == message

@@ -48,9 +48,17 @@ def test_proportions_and_orientation(data, head):
     assert lm[10, 2] > lm[4, 2] > lm[152, 2]  # forehead above nose above chin
 
 
+def _assert_same_data(a, b):
+    for name in ("vertices", "faces", "shape_basis", "expr_basis", "jaw_weights", "jaw_pivot", "lmk_face_idx", "lmk_bary"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
 def test_deterministic(data):
     again = template.generate()
+    _assert_same_data(again, data)  # the arrays themselves, not only the digest
     assert again.digest() == data.digest()
+    moved = template.TemplateData(**{**data.__dict__, "vertices": data.vertices + 1e-9})
+    assert moved.digest() != data.digest()  # the digest sees a change
 
 
 def test_landmark_embedding(data):
@@ -83,6 +91,30 @@ def test_head_model_interface(head):
         assert torch.allclose(head.landmark_points(s, e, j), head.landmarks(head.vertices(s, e, j)), atol=1e-6)
 
 
+def test_deformation_matches_an_independent_numpy_model(data, head):
+    """vertices = rest + Σ shape·basis + Σ expr·basis, then the jaw part rotated about the pivot
+    (scipy's rotation, blended by the jaw weights); landmarks = barycentric points."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(4)
+    s, e, j = rng.normal(size=head.n_shape), rng.normal(size=head.n_expr), np.array([0.3, -0.05, 0.02])
+    v = data.vertices + np.einsum("k,kvc->vc", s, data.shape_basis) + np.einsum("k,kvc->vc", e, data.expr_basis)
+    rotated = Rotation.from_rotvec(j).apply(v - data.jaw_pivot) + data.jaw_pivot
+    v = v + data.jaw_weights[:, None] * (rotated - v)
+    lm = np.einsum("lc,lcx->lx", data.lmk_bary[:468], v[data.faces[data.lmk_face_idx[:468]]])
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    with torch.no_grad():
+        got = head.vertices(t(s), t(e), t(j)).numpy()
+        got_lm = head.landmarks(t(got)).numpy()
+        fast = head.landmark_points(t(s), t(e), t(j)).numpy()
+        batch = head.landmark_points_batch(t(s)[None], t(e)[None], t(j)[None]).numpy()[0]
+    assert np.abs(v - data.vertices).max() > 0.005  # the coefficients move the head
+    np.testing.assert_allclose(got, v, atol=2e-6)
+    np.testing.assert_allclose(got_lm, lm, atol=2e-6)
+    np.testing.assert_allclose(fast, lm, atol=2e-6)
+    np.testing.assert_allclose(batch, lm, atol=1e-6)
+
+
 def test_jaw_opens_the_mouth(head):
     z = torch.zeros
     with torch.no_grad():
@@ -101,10 +133,10 @@ def test_cache_roundtrip_and_damaged_cache(tmp_path, monkeypatch, data):
     first = template.load_data()
     assert template.cache_path().is_file()
     monkeypatch.setattr(template, "generate", lambda: pytest.fail("cache not used"))
-    assert template.load_data().digest() == first.digest()
+    _assert_same_data(template.load_data(), data)
     template.cache_path().write_bytes(b"not an npz")
     monkeypatch.setattr(template, "generate", lambda: data)
-    assert template.load_data().digest() == data.digest()
+    _assert_same_data(template.load_data(), data)
 
 
 def test_render_reads_as_a_head(data):

@@ -62,6 +62,20 @@ def test_close_small_holes_and_keep_big_ones():
     assert len(boundary_loops(holed)) == 1
     cv, cf = close_small_holes(v, holed, max_edges=64)
     assert boundary_loops(cf) == [] and len(cv) == len(v) + 1
+    # the patch is wound like the surface around it: every edge is walked once each way,
+    # and the patch's normals point outward and agree with the rim faces they touch
+    directed = np.concatenate([cf[:, [0, 1]], cf[:, [1, 2]], cf[:, [2, 0]]])
+    assert len({tuple(e) for e in directed.tolist()}) == len(directed)  # no edge walked twice the same way
+    normal = np.cross(cv[cf[:, 1]] - cv[cf[:, 0]], cv[cf[:, 2]] - cv[cf[:, 0]])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    patch = np.arange(len(holed), len(cf))
+    assert len(patch) >= 3
+    assert (((cv[cf[patch]].mean(1) - BOX.centre) * normal[patch]).sum(1) > 0).all()  # outward
+    rim = np.array([i for i in range(len(holed)) if np.isin(holed[i], cf[patch]).sum() >= 2])
+    assert len(rim) >= len(patch)
+    for p in patch:
+        touching = rim[np.isin(holed[rim], cf[p]).sum(1) == 2]  # the rim face across the patch's outer edge
+        assert len(touching) == 1 and normal[touching[0]] @ normal[p] > 0.5
     big = f[centre[:, 2] < BOX.centre[2]]  # a hemisphere: the rim is a big hole
     _, bf = close_small_holes(v, big, max_edges=16)
     assert len(boundary_loops(bf)) == 1

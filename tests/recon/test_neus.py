@@ -90,3 +90,31 @@ def test_deterministic_for_a_seed(dataset):
     a, b, c = sdf(1), sdf(1), sdf(2)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def _mean_surface_distance(vertices, faces, gt) -> float:
+    """Symmetric mean distance (m) between two surfaces, from 20k area-uniform samples on each."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    a = trimesh.Trimesh(vertices, faces, process=False).sample(20_000, seed=0)
+    b = trimesh.Trimesh(gt.vertices, gt.faces, process=False).sample(20_000, seed=1)
+    return float((cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2)
+
+
+def test_training_moves_the_surface_from_a_sphere_onto_the_object(dataset):
+    """From NeuS's sphere (no prior, no visual hull: far from the answer), 30 steps of the
+    photometric + mask losses bring the surface much closer to the object than the untrained
+    field; an SDF cut off from those losses (e.g. detached before the alphas) stays put."""
+    from recon.api import extract_mesh
+
+    path, mesh = dataset
+    views = load_transforms(path)
+    cfg = dict(batch_rays=128, resolution=32, target_faces=2000, occupancy_resolution=16, texture=False,
+               hull_init=False, plane_resolutions=(16, 32, 64))
+    dist = {}
+    for steps in (1, 30):
+        c = ReconConfig(steps=steps, **cfg)
+        dist[steps] = _mean_surface_distance(*extract_mesh(fit(views, c, None), c), mesh)
+    assert dist[30] < 0.7 * dist[1], dist  # measured: 7.0 mm untrained → 3.4 mm trained (detached: 7.8)
+    assert dist[30] < 0.005, dist

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules with mutmut 3 (not part of CI: it runs the
+# relevant tests once per mutant, minutes to hours per module on a CPU).
+#
+#   bash scripts/mutation.sh [MODULE...]      # default: every module below
+#   bash scripts/mutation.sh --list
+#
+# For each module it copies the committed tree (git archive HEAD) into
+# $MUTATION_DIR/<module> (default .mutation/), writes mutmut's [mutmut] section into
+# that copy's setup.cfg (mutmut 3 reads [tool.mutmut] in pyproject.toml or [mutmut] in
+# setup.cfg from the working directory: `source_paths`, `only_mutate` globs,
+# `pytest_add_cli_args_test_selection` for the tests to run), runs `mutmut run`, and
+# prints the surviving mutants, the counts and the score: killed / (killed + survived),
+# where timeouts and segfaults count as killed (the mutant broke the run) and mutants no
+# test reaches count as survived.
+#
+# Environment: PYTHON (default .venv/bin/python) with mutmut 3.8.1 installed
+# (`python -m pip install -e ".[mutation]"`); MUTATION_JOBS (mutants run in parallel,
+# default 1: the tests are single-threaded and the CPU is small); MUTATION_DIR.
+# The committed tree is tested: commit (or stash) before running.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+JOBS="${MUTATION_JOBS:-1}"
+WORK="${MUTATION_DIR:-$ROOT/.mutation}"
+
+# module name | source files to mutate (globs) | tests that cover them [| pytest -k expression]
+# (the protocol's import test runs `python -S`, which cannot import mutmut's trampoline)
+MODULES=(
+  "protocol|engine/protocol.py|tests/engine/test_protocol.py|not standard_library_only"
+  "rundir|engine/rundir.py|tests/engine/test_rundir.py tests/engine/test_rundir_contract.py"
+  "mesh|recon/mesh.py|tests/recon/test_mesh.py"
+  "export|recon/export.py|tests/recon/test_export.py"
+  "pipeline|engine/multiview/diffusion/pipeline.py|tests/engine/test_diffusion_model.py tests/engine/test_diffusion_pipeline.py"
+  "conditioner|engine/multiview/diffusion/conditioner.py|tests/engine/test_diffusion_model.py tests/engine/test_diffusion_fast_paths.py tests/engine/test_diffusion_pipeline.py"
+  "neus|recon/neus.py recon/fields.py|tests/recon/test_neus.py tests/recon/test_harness.py"
+  "sampling|recon/sampling.py recon/_nerfacc_backend.py|tests/recon/test_nerfacc_backend.py tests/recon/test_neus.py tests/recon/test_mesh.py"
+  "fit|engine/prior/fit.py|tests/engine/test_fit.py"
+)
+
+if [[ "${1:-}" == "--list" ]]; then
+  for m in "${MODULES[@]}"; do IFS='|' read -r name files tests <<<"$m"; echo "$name: $files  ← $tests"; done
+  exit 0
+fi
+"$PYTHON" -c "import mutmut" 2>/dev/null || { echo "mutmut is not installed in $PYTHON: $PYTHON -m pip install mutmut==3.8.1" >&2; exit 2; }
+MUTMUT="$(dirname "$PYTHON")/mutmut"
+
+wanted=("$@")
+run_one() {
+  local name="$1" files="$2" tests="$3" select="$4" dir="$WORK/$1"
+  rm -rf "$dir" && mkdir -p "$dir"
+  git -C "$ROOT" archive HEAD | tar -x -C "$dir"
+  local sources=() globs=()
+  for f in $files; do sources+=("${f%%/*}/"); globs+=("$f"); done
+  {
+    echo "[mutmut]"
+    # the packages the mutated file lives in; the others are copied beside them unmutated
+    printf 'source_paths=\n'; printf '    %s\n' $(printf '%s\n' "${sources[@]}" | sort -u)
+    printf 'only_mutate=\n'; printf '    %s\n' "${globs[@]}"
+    printf 'also_copy=\n'
+    for extra in engine/ recon/ weights/ blender_addon/ __init__.py blender_manifest.toml; do
+      [[ " ${sources[*]} " == *" $extra "* ]] || printf '    %s\n' "$extra"
+    done
+    printf 'pytest_add_cli_args=\n    -q\n    -p\n    no:cacheprovider\n'
+    [[ -z "$select" ]] || printf '    -k\n    %s\n' "$select"
+    printf 'pytest_add_cli_args_test_selection=\n'; printf '    %s\n' $tests
+  } >>"$dir/setup.cfg"
+  echo "== $name: mutating $files with $tests"
+  (cd "$dir" && env -u PYTHONPATH OMP_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" >"$dir/run.log" 2>&1) || {
+    echo "mutmut run failed for $name (see $dir/run.log):" >&2; tail -20 "$dir/run.log" >&2; return 1; }
+  (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true >"$dir/results.txt" 2>&1) || true
+  "$PYTHON" - "$dir/results.txt" "$name" <<'EOF'
+import collections, sys
+rows = [l.strip().rsplit(": ", 1) for l in open(sys.argv[1]) if ": " in l]
+status = collections.Counter(s for _, s in rows)
+killed = status["killed"] + status["timeout"] + status["segfault"]
+survived = status["survived"] + status["no tests"]
+total = killed + survived
+print(f"   {sys.argv[2]}: {dict(status)}")
+for mutant, s in rows:
+    if s in ("survived", "no tests"):
+        print(f"   survived: {mutant} ({s})")
+print(f"   score {sys.argv[2]}: {killed}/{total} killed = {100 * killed / max(total, 1):.1f} %")
+EOF
+}
+
+status=0
+for m in "${MODULES[@]}"; do
+  IFS='|' read -r name files tests select <<<"$m"
+  if (( ${#wanted[@]} )) && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
+  run_one "$name" "$files" "$tests" "${select:-}" || status=1
+done
+echo "Inspect a surviving mutant: cd $WORK/<module> && $MUTMUT show <name>"
+exit $status
