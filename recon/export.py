@@ -134,11 +134,14 @@ def write_obj(
     stem = path.stem
     lines = ["# Gen3D Face head (Y up, metres)", f"mtllib {stem}.mtl", f"o {stem}"]
     vy = v @ BLENDER_TO_YUP.T
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vy]
+    # full precision (17 significant digits round-trip a float64): fixed decimals collapse
+    # vertices lying within 1e-6 of each other, which leaves zero-area faces and
+    # non-manifold edges once a reader merges the UV-seam copies (issue 13)
+    lines += [f"v {x!r} {y!r} {z!r}" for x, y, z in vy.tolist()]
     if uvs is not None:
-        lines += [f"vt {a:.6f} {b:.6f}" for a, b in uvs]
+        lines += [f"vt {a!r} {b!r}" for a, b in np.asarray(uvs, np.float64).tolist()]
     if normals is not None:
-        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals @ BLENDER_TO_YUP.T]
+        lines += [f"vn {x!r} {y!r} {z!r}" for x, y, z in (normals @ BLENDER_TO_YUP.T).tolist()]
     lines.append("usemtl head")
     one = f + 1
     if uvs is not None and normals is not None:

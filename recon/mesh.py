@@ -155,12 +155,68 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     return _compact(v.astype(np.float64), f.astype(np.int64))
 
 
+def weld(vertices: np.ndarray, faces: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Merge vertices closer than ``tol`` (metres), then drop the faces that collapse
+    (repeated corners) and the pairs of faces left on the same three vertices (fins).
+
+    Marching cubes puts two or three vertices within a hair of a grid corner the surface
+    passes through; such slivers survive decimation and become zero-area faces (and, in a
+    file written with fixed decimals, non-manifold edges) in the exported asset.
+    vertices: [V, 3]; faces: [F, 3]. Returns (vertices [V', 3], faces [F', 3]).
+    """
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(vertices).query_pairs(tol, output_type="ndarray")
+    if len(pairs) == 0:
+        return vertices, faces
+    n = len(vertices)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    counts = np.bincount(labels)
+    merged = np.zeros((len(counts), 3))
+    np.add.at(merged, labels, vertices)
+    merged /= counts[:, None]
+    f = labels[faces]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+    _, inv, dup = np.unique(np.sort(f, 1), axis=0, return_inverse=True, return_counts=True)
+    f = f[dup[inv.reshape(-1)] == 1]
+    log.info("welded %d vertex pairs closer than %.1e m", len(pairs), tol)
+    return _compact(merged, f)
+
+
+def topology_report(vertices: np.ndarray, faces: np.ndarray, area_tol: float = 1e-12) -> dict:
+    """What makes a mesh a clean asset: watertight, 2-manifold, one piece, no degenerate faces.
+
+    vertices: [V, 3]; faces: [F, 3] (vertices already merged: one per position).
+    area_tol: faces with area ≤ area_tol · (bounding-box diagonal)² count as zero-area.
+    Returns {boundary_edges, nonmanifold_edges, components, zero_area_faces} (all 0/1 for a clean mesh).
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    n = len(v)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    used = np.unique(f)
+    _, labels = connected_components(graph, directed=False)
+    area = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+    diag2 = float(np.sum(np.ptp(v, axis=0) ** 2)) if len(v) else 0.0
+    return {"boundary_edges": int((counts == 1).sum()), "nonmanifold_edges": int((counts > 2).sum()),
+            "components": int(len(np.unique(labels[used]))), "zero_area_faces": int((area <= area_tol * diag2).sum())}
+
+
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray, target_faces: int,
-               max_hole_edges: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Largest component → small holes closed → decimated."""
+               max_hole_edges: int = 64, weld_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Largest component → small holes closed → decimated → near-coincident vertices welded.
+
+    weld_tol: relative to the bounding-box diagonal (1e-6 of a 30 cm head is 0.3 µm; float32,
+        as GLB stores positions, still tells such vertices apart).
+    """
     v, f = keep_largest_component(vertices, faces)
     v, f = close_small_holes(v, f, max_hole_edges)
-    return decimate(v, f, target_faces)
+    v, f = decimate(v, f, target_faces)
+    v, f = weld(v, f, weld_tol * float(np.linalg.norm(np.ptp(v, axis=0))))
+    return keep_largest_component(v, f)
 
 
 def bake_texture(vertices, faces, views, size: int, colour_fn: Callable[[np.ndarray], np.ndarray] | None):

@@ -37,6 +37,21 @@ def test_reconstruct_writes_textured_glb_and_obj(dataset, tmp_path):
     # GLB is Y-up: its Y extent is the world's Z extent (the blob is tallest along Z)
     ext = np.ptp(geom.vertices, axis=0)
     assert ext[1] == pytest.approx(np.ptp(mesh.vertices[:, 2]), rel=0.15)
+    _assert_clean_files(result)
+
+
+def _assert_clean_files(result):
+    """The files on disk, read back and UV seams merged, are one watertight 2-manifold piece
+    without zero-area faces (issue 13: the in-memory mesh being clean is not enough)."""
+    from recon.mesh import topology_report
+
+    for path in (result.mesh_glb, result.mesh_obj):
+        back = trimesh.load(path, force="mesh")
+        back.merge_vertices(merge_tex=True, merge_norm=True)
+        report = topology_report(back.vertices, back.faces)
+        assert report == {"boundary_edges": 0, "nonmanifold_edges": 0, "components": 1, "zero_area_faces": 0}, \
+            (path.name, report)
+        assert back.is_winding_consistent and back.is_watertight, path.name
 
 
 def test_prior_from_file(dataset, tmp_path):
