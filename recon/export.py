@@ -163,3 +163,44 @@ def write_obj(
     _atomic_write(path, ("\n".join(lines) + "\n").encode())
     log.info("wrote %s (%d vertices, %d faces)", path, len(v), len(f))
     return path
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of an image: uint8 [H, W] / [H, W, 3|4] (8-bit) or uint16 [H, W, 3|4] (16-bit, which
+    PIL cannot write for colour images; encoded here: one zlib stream, filter 0 per row)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return buf.getvalue()
+    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"png: uint8 or uint16 [H, W, 3|4] expected, got {a.dtype} {a.shape}")
+    h, w, c = a.shape
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), a.astype(">u2").view(np.uint8).reshape(h, w * c * 2)], 1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``png_bytes(image)`` atomically (temporary name, then renamed)."""
+    _atomic_write(Path(path), png_bytes(image))
+    return Path(path)
+
+
+def to_srgb_pixels(texture: np.ndarray, bits: int = 8) -> np.ndarray:
+    """float [H, W, C] in [0, 1] (already sRGB-encoded, as the views) → uint8 or uint16 pixels."""
+    if bits not in (8, 16):
+        raise ValueError(f"texture bits must be 8 or 16, got {bits}")
+    top = 255 if bits == 8 else 65535
+    return (np.clip(texture, 0, 1) * top + 0.5).astype(np.uint8 if bits == 8 else np.uint16)
