@@ -1,7 +1,7 @@
 """The ``gen3dface`` command (same as ``python -m engine``).
 
 Subcommands: ``generate`` (photo → head), ``demo`` (the bundled portrait), ``recon``
-(views + cameras → textured mesh), ``doctor`` (what this engine can use). With ``--json``
+(views + cameras → textured mesh), ``bake`` (a run's views → your mesh's texture), ``doctor`` (what this engine can use). With ``--json``
 stdout carries protocol events only; otherwise a progress bar goes to stderr. Exit codes
 follow DESIGN.md: 0 done, 2 bad input or usage, 3 model file missing, 130 cancelled,
 1 internal error (traceback on stderr).
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-size", type=int, default=None, help="texture size in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+    from .bake import add_parser as add_bake_parser
+
+    _common(add_bake_parser(sub))
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
     return parser
@@ -132,6 +135,10 @@ def _run(args, ctx: RunContext) -> dict:
         from .reconstruct import recon_command
 
         return recon_command(args, ctx)
+    if args.command == "bake":
+        from .bake import bake_command
+
+        return bake_command(args, ctx)
     from .pipeline import GenerateConfig, generate
 
     photo = _demo_photo(args.output) if args.command == "demo" else args.photo
@@ -190,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     run_dir = Path(manifest["run_dir"])
     outputs = {k: str(run_dir / v) for k, v in manifest["outputs"].items()}
-    emit(protocol.Result(output_dir=str(run_dir), manifest=str(run_dir / "result.json"), outputs=outputs))
+    emit(protocol.Result(output_dir=str(run_dir), manifest=str(run_dir / manifest.get("manifest", "result.json")),
+                         outputs=outputs))
     return EXIT_OK
 
 

@@ -182,7 +182,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
         raise ValueError(f"png: uint8 or uint16 [H, W, 3|4] expected, got {a.dtype} {a.shape}")
     h, w, c = a.shape
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), a.astype(">u2").view(np.uint8).reshape(h, w * c * 2)], 1)
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(a.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)], 1)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
