@@ -56,6 +56,8 @@ def _generate_options(p: argparse.ArgumentParser, default_output: Path | None = 
     p.add_argument("--recon-resolution", type=int, default=None, help="marching-cubes resolution of recon")
     p.add_argument("--texture-size", type=int, default=None, help="texture size of the recon mesh (default 2048)")
     p.add_argument("--weights", type=Path, default=None, help="diffusion model folder")
+    p.add_argument("--uv", default="xatlas", choices=("xatlas", "template"),
+                   help="UV layout of the recon mesh: xatlas charts or the template's fixed layout")
     _common(p)
 
 
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps")
     p.add_argument("--resolution", type=int, default=None, help="marching-cubes resolution")
     p.add_argument("--texture-size", type=int, default=None, help="texture size in pixels (default 2048)")
+    p.add_argument("--uv", default="xatlas", choices=("xatlas", "template"),
+                   help="UV layout: xatlas charts, or the --prior mesh's own UVs transferred onto the surface")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
     from .bake import add_parser as add_bake_parser
@@ -145,6 +149,7 @@ def _run(args, ctx: RunContext) -> dict:
     config = GenerateConfig(backend=args.backend, views=args.views, resolution=args.resolution, steps=args.steps,
                             guidance=args.guidance, seed=args.seed, recon=args.recon, recon_steps=args.recon_steps,
                             recon_resolution=args.recon_resolution, texture_size=args.texture_size,
+                            uv_layout=args.uv,
                             weights=args.weights)
     return generate(photo, args.output, config, ctx, overwrite=args.overwrite)
 

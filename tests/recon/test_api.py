@@ -100,3 +100,26 @@ def test_recon_never_imports_engine():
             "bad = [m for m in sys.modules if m == 'engine' or m.startswith('engine.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_template_uv_layout(dataset, tmp_path):
+    """uv_layout="template": the prior's own UV layout, transferred onto the recon surface."""
+    from dataclasses import replace
+
+    from recon.uv import unwrap
+    from recon.uv_transfer import closest_faces
+
+    path, mesh = dataset
+    pv, pf = smoothed_prior(mesh)
+    _, pfu, puv = unwrap(pv, pf, resolution=128, padding=2)
+    result = reconstruct(path, tmp_path / "out", replace(TINY, uv_layout="template"), prior=(pv, pf),
+                         prior_uv=(puv, pfu))
+    back = trimesh.load(result.mesh_glb, force="mesh", process=False)
+    v = back.vertices @ np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])  # glTF Y-up → world
+    face, bary = closest_faces(v, pv, pf)
+    expected = np.einsum("nk,nkc->nc", bary, puv[pfu[face]])
+    err = np.linalg.norm(back.visual.uv - expected, axis=1)
+    assert np.median(err) < 1e-3  # the template's UVs (seam faces' corners are extended, hence median)
+    _assert_clean_files(result)
+    with pytest.raises(ReconInputError, match="template"):
+        reconstruct(path, tmp_path / "out2", replace(TINY, uv_layout="template"), prior=(pv, pf))

@@ -125,3 +125,12 @@ def test_autofill_callback_and_push_pull(blob):
 def test_bad_sizes():
     with pytest.raises(ValueError, match="8192"):
         BakeConfig(size=16384)
+
+
+def test_uv_transfer_onto_itself_keeps_the_layout(blob):
+    from recon.uv_transfer import transfer_uvs
+
+    v, f, uvs = blob
+    vmap, fnew, uv2 = transfer_uvs(v, f, uvs, f, v, f)
+    np.testing.assert_allclose(uv2[fnew], uvs[f], atol=1e-6)
+    assert np.array_equal(vmap[fnew], f)
