@@ -27,7 +27,8 @@ def test_addon_registers_without_torch(run_bpy):
         import bpy, bpy_harness as h
         h.enable()
         import importlib
-        for name in ("client", "run_data", "engine_setup", "scene_io", "jobs", "operators", "panel", "prefs", "batch"):
+        for name in ("client", "run_data", "engine_setup", "scene_io", "jobs", "operators", "panel", "prefs", "batch",
+                     "bake"):
             importlib.import_module("{PKG}.blender_addon." + name)
         loaded = [m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m] is not None]
         h.emit(loaded=loaded, ops=[hasattr(bpy.ops.gen3dface, n) for n in ("generate", "cancel", "setup_engine",
