@@ -11,7 +11,8 @@ Steps (Gen3D-Face §3.3, NeuS with nerfacc):
     prior out to the hull, so surface the prior lacks (hair, ears) can still appear;
  3. optimise NeuS coarse-to-fine (``recon.neus``), checking ``should_stop`` every step;
  4. marching cubes → largest component → small holes closed → decimated (``recon.mesh``);
- 5. UV atlas, base colour baked from the views (colour field fills the rest), GLB + OBJ.
+ 5. UV layout (xatlas on a decimated proxy, or the prior's template layout), base colour
+    baked from the views by ``recon.bake`` (colour field fills the rest), GLB + OBJ + coverage mask.
 Deterministic for a seed on CPU.
 """
 from __future__ import annotations

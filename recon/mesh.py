@@ -1,4 +1,4 @@
-"""From the SDF to a textured mesh: marching cubes → clean → decimate → UV → bake → export.
+"""From the SDF to a textured mesh: marching cubes → clean → decimate → weld → UV → bake → export.
 
 Gen3D-Face's last step (paper §3.3): the NeuS surface is extracted with marching cubes
 and textured from the generated views. Marching cubes evaluates the SDF only in a narrow
