@@ -81,6 +81,8 @@ class Job:
     state: client.ProgressState = field(default_factory=client.ProgressState)
     started: float = field(default_factory=time.monotonic)
     cancelling: bool = False
+    finish: object = None
+    """Called as finish(scene, job, outcome) when the engine has exited (None: import the run)."""
 
 
 _job: Job | None = None
@@ -100,6 +102,16 @@ def start(context, python: str, settings: client.GenerateSettings, name: str) ->
     except OSError as exc:
         raise GenerateError(f"{python}: cannot start the engine ({exc})") from None
     _job = Job(proc, context.scene.name, name)
+    context.scene.gen3dface.last_error = ""
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK)
+    return _job
+
+
+def start_process(context, proc: client.EngineProcess, name: str, finish) -> Job:
+    """Drain an already started engine (e.g. a bake) for the UI; ``finish`` handles its end."""
+    global _job
+    _job = Job(proc, context.scene.name, name, finish=finish)
     context.scene.gen3dface.last_error = ""
     if not bpy.app.timers.is_registered(tick):
         bpy.app.timers.register(tick, first_interval=TICK)
@@ -127,7 +139,7 @@ def tick() -> float | None:
     outcome = job.proc.wait(timeout=10)
     _job = None
     scene = bpy.data.scenes.get(job.scene_name) or bpy.context.scene
-    _finish(scene, job, outcome)
+    (job.finish or _finish)(scene, job, outcome)
     _redraw()
     return None
 

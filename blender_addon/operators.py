@@ -4,7 +4,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import jobs, prefs, props
+from . import bake, jobs, prefs, props
 
 
 class GEN3DFACE_OT_generate(bpy.types.Operator):
@@ -111,7 +111,75 @@ class GEN3DFACE_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (GEN3DFACE_OT_generate, GEN3DFACE_OT_cancel)
+class GEN3DFACE_OT_bake_selected(bpy.types.Operator):
+    """Bake the run's views onto the selected mesh's own UVs (texture wired to Base Color)"""
+
+    bl_idname = "gen3dface.bake_selected"
+    bl_label = "Bake onto selected"
+    bl_options = {"REGISTER"}
+
+    run_dir: StringProperty(name="Run", subtype="DIR_PATH", options={"SKIP_SAVE"},
+                            description="Run directory (empty: the last generated run)")
+    align: EnumProperty(name="Align", options={"SKIP_SAVE"}, items=(
+        ("none", "As placed", "The mesh sits on the imported run's head"),
+        ("auto", "Auto", "Fit the mesh onto the run's head (similarity + ICP)")))
+    size: IntProperty(name="Size", default=2048, min=1024, max=8192, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if jobs.current() is not None:
+            cls.poll_message_set("A job is running: wait for it or press Cancel")
+            return False
+        if obj is None or obj.type != "MESH":
+            cls.poll_message_set("Select a mesh")
+            return False
+        return True
+
+    def _run_dir(self, context) -> str:
+        return bpy.path.abspath(self.run_dir or context.scene.gen3dface.last_run)
+
+    def execute(self, context):
+        """Scripts and background mode: bake to the end, then wire the texture."""
+        obj = context.active_object
+        try:
+            image = bake.run_sync(prefs.engine_python(context), obj, self._run_dir(context), self.align, self.size)
+        except (bake.BakeError, OSError, ValueError, KeyError) as exc:
+            context.scene.gen3dface.last_error = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        context.scene.gen3dface.last_error = ""
+        self.report({"INFO"}, f"Baked {image.name} onto {obj.name}")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        """The UI: a job with progress and Cancel; the texture is wired when the engine is done."""
+        if bpy.app.background:
+            return self.execute(context)
+        obj_name = context.active_object.name
+        try:
+            proc, out = bake.start(prefs.engine_python(context), context.active_object, self._run_dir(context),
+                                   self.align, self.size)
+        except (bake.BakeError, OSError) as exc:
+            context.scene.gen3dface.last_error = str(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+        def finish(scene, job, outcome):
+            obj = bpy.data.objects.get(obj_name)
+            if not outcome.ok or obj is None:
+                scene.gen3dface.last_error = "Cancelled" if outcome.cancelled else (outcome.message or "object gone")
+                return
+            try:
+                bake.apply_result(obj, out)
+            except Exception as exc:  # noqa: BLE001 - shown in the panel, additions rolled back
+                scene.gen3dface.last_error = f"bake import failed: {exc}"
+
+        jobs.start_process(context, proc, obj_name, finish)
+        return {"FINISHED"}
+
+
+CLASSES = (GEN3DFACE_OT_generate, GEN3DFACE_OT_cancel, GEN3DFACE_OT_bake_selected)
 
 
 def register():

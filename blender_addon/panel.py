@@ -6,7 +6,7 @@ import os
 import bpy
 
 from . import jobs, prefs, preview
-from .operators import GEN3DFACE_OT_cancel, GEN3DFACE_OT_generate
+from .operators import GEN3DFACE_OT_bake_selected, GEN3DFACE_OT_cancel, GEN3DFACE_OT_generate
 
 
 def draw_panel(layout, context) -> None:
@@ -33,6 +33,7 @@ def draw_panel(layout, context) -> None:
     job = jobs.current()
     if job is None:
         layout.operator(GEN3DFACE_OT_generate.bl_idname, icon="USER")
+        layout.operator(GEN3DFACE_OT_bake_selected.bl_idname, icon="TEXTURE")
     else:
         layout.progress(factor=job.state.factor, type="BAR", text=job.state.text)
         layout.operator(GEN3DFACE_OT_cancel.bl_idname, icon="CANCEL")

@@ -1,8 +1,9 @@
 """The ``gen3dface`` command (same as ``python -m engine``).
 
 Subcommands: ``generate`` (photo → head), ``demo`` (the bundled portrait), ``recon``
-(views + cameras → textured mesh), ``doctor`` (what this engine can use); tools with their
-own handler: ``batch`` (engine.batch), ``eval`` (engine.eval), ``dataset prune`` (engine.dataset). With ``--json``
+(views + cameras → textured mesh), ``bake`` (a run's views → your mesh's texture), ``doctor``
+(what this engine can use); tools with their own handler: ``batch`` (engine.batch), ``eval``
+(engine.eval), ``dataset prune`` (engine.dataset). With ``--json``
 stdout carries protocol events only; otherwise a progress bar goes to stderr. Exit codes
 follow docs/architecture.md: 0 done, 2 bad input or usage, 3 model file missing, 4 disk full or
 quota exceeded, 130 cancelled, 1 internal error (traceback on stderr).
@@ -58,6 +59,8 @@ def _generate_options(p: argparse.ArgumentParser, default_output: Path | None = 
     p.add_argument("--recon-resolution", type=int, default=None, help="marching-cubes resolution of recon")
     p.add_argument("--texture-size", type=int, default=None, help="texture size of the recon mesh (default 2048)")
     p.add_argument("--weights", type=Path, default=None, help="diffusion model folder")
+    p.add_argument("--uv", default="xatlas", choices=("xatlas", "template"),
+                   help="UV layout of the recon mesh: xatlas charts or the template's fixed layout")
     _common(p)
 
 
@@ -77,8 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps")
     p.add_argument("--resolution", type=int, default=None, help="marching-cubes resolution")
     p.add_argument("--texture-size", type=int, default=None, help="texture size in pixels (default 2048)")
+    p.add_argument("--uv", default="xatlas", choices=("xatlas", "template"),
+                   help="UV layout: xatlas charts, or the --prior mesh's own UVs transferred onto the surface")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+    from .bake import add_parser as add_bake_parser
+
+    _common(add_bake_parser(sub))
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
     from .batch import add_parser as add_batch  # tools with their own handler (args.handler)
@@ -141,12 +149,17 @@ def _run(args, ctx: RunContext) -> dict:
         from .reconstruct import recon_command
 
         return recon_command(args, ctx)
+    if args.command == "bake":
+        from .bake import bake_command
+
+        return bake_command(args, ctx)
     from .pipeline import GenerateConfig, generate
 
     photo = _demo_photo(args.output) if args.command == "demo" else args.photo
     config = GenerateConfig(backend=args.backend, views=args.views, resolution=args.resolution, steps=args.steps,
                             guidance=args.guidance, seed=args.seed, recon=args.recon, recon_steps=args.recon_steps,
                             recon_resolution=args.recon_resolution, texture_size=args.texture_size,
+                            uv_layout=args.uv,
                             weights=args.weights)
     return generate(photo, args.output, config, ctx, overwrite=args.overwrite)
 
@@ -222,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     run_dir = Path(manifest["run_dir"])
     outputs = {k: str(run_dir / v) for k, v in manifest["outputs"].items()}
-    emit(protocol.Result(output_dir=str(run_dir), manifest=str(run_dir / "result.json"), outputs=outputs))
+    emit(protocol.Result(output_dir=str(run_dir), manifest=str(run_dir / manifest.get("manifest", "result.json")),
+                         outputs=outputs))
     return EXIT_OK
 
 

@@ -48,6 +48,8 @@ class GenerateConfig:
     """Texture size of the recon mesh in pixels (None: recon's default, 2048)."""
     weights: Path | None = None
     """Diffusion model folder (None: look in the models folder)."""
+    uv_layout: str = "xatlas"
+    """UV layout of the recon mesh: "xatlas" charts, or "template" (the prior's fixed layout)."""
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -178,7 +180,9 @@ def _recon(run_dir: Path, head, config: GenerateConfig, ctx: RunContext) -> dict
         outputs["prior_textured"] = "prior/head_textured.glb"
     result = reconstruct.run_recon(run_dir / "transforms.json", run_dir / "mesh", ctx,
                                    prior=(head.vertices, head.faces), steps=config.recon_steps, seed=config.seed,
-                                   resolution=config.recon_resolution, texture_size=config.texture_size)
+                                   resolution=config.recon_resolution, texture_size=config.texture_size,
+                                   uv_layout=config.uv_layout,
+                                   prior_uv=None if head.uvs is None else (head.uvs, head.faces_uv))
     outputs.update(mesh=str(Path(result.mesh_glb).relative_to(run_dir)),
                    mesh_obj=str(Path(result.mesh_obj).relative_to(run_dir)))
     return outputs

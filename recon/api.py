@@ -11,7 +11,8 @@ Steps (Gen3D-Face §3.3, NeuS with nerfacc):
     prior out to the hull, so surface the prior lacks (hair, ears) can still appear;
  3. optimise NeuS coarse-to-fine (``recon.neus``), checking ``should_stop`` every step;
  4. marching cubes → largest component → small holes closed → decimated (``recon.mesh``);
- 5. UV atlas, base colour baked from the views (colour field fills the rest), GLB + OBJ.
+ 5. UV layout (xatlas on a decimated proxy, or the prior's template layout), base colour
+    baked from the views by ``recon.bake`` (colour field fills the rest), GLB + OBJ + coverage mask.
 Deterministic for a seed on CPU.
 """
 from __future__ import annotations
@@ -90,6 +91,16 @@ class ReconConfig:
     """Weight of the mask (alpha) loss."""
     texture: bool = True
     """Bake a texture and export GLB + OBJ (False: stop after the mesh, for measurements)."""
+    uv_layout: str = "xatlas"
+    """UV layout of the exported head: "xatlas" (charts of the recon surface) or "template"
+    (the prior's fixed layout, transferred by closest point; needs ``prior_uv``)."""
+    unwrap_faces: int = 5000
+    """xatlas unwraps a decimated copy of at most this many faces and the charts are
+    transferred back (0: the full mesh; 50k faces took 20-27 s of xatlas alone)."""
+    angle_strictness: float = 2.0
+    """Bake: p in the view weight cos^p (``recon.bake.BakeConfig``)."""
+    edge_expansion: int = 8
+    """Bake: texels of padding around the charts."""
 
     def neus(self) -> NeuSConfig:
         return NeuSConfig(steps=self.steps, batch_rays=self.batch_rays, lr=self.lr,
@@ -238,7 +249,7 @@ def extract_mesh(fitted: Fitted, config: ReconConfig) -> tuple[np.ndarray, np.nd
 
 def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconConfig = ReconConfig(),
                 prior=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                device: str = "cpu", name: str = "mesh") -> ReconResult:
+                device: str = "cpu", name: str = "mesh", prior_uv=None) -> ReconResult:
     """Reconstruct a textured mesh from a nerfstudio ``transforms.json``.
 
     transforms_path: RGBA views (or RGB + ``mask_path``) with cameras, Blender world.
@@ -249,6 +260,7 @@ def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconC
     progress: called as ``progress(step, total, message)``.
     should_stop: polled every step; True → ``ReconCancelled`` (nothing is written).
     device: torch device ("cpu", "cuda"); picks nerfacc's kernels or the CPU stand-ins.
+    prior_uv: (uvs [V', 2], faces_uv [F, 3]) of the prior, for ``uv_layout="template"``.
     Raises ReconInputError (bad input), ReconError (diverged / no surface), ReconCancelled.
     """
     t0 = time.perf_counter()
@@ -264,9 +276,19 @@ def reconstruct(transforms_path: str | Path, out_dir: str | Path, config: ReconC
         if should_stop is not None and should_stop():
             from .errors import ReconCancelled
             raise ReconCancelled()
+        from .bake import BakeConfig
+
         bake_views = [(img, cam, m > 0.5) for img, cam, m in zip(views.images, views.cameras, views.masks)]
-        v2, f2, uvs, tex = meshing.bake_texture(v, f, bake_views, config.texture_size, fitted.colour_world)
-        glb, obj = meshing.export(Path(out_dir), name, v2, f2, uvs, tex)
+        template = None
+        if config.uv_layout == "template":
+            if prior is None or prior_uv is None:
+                raise ReconInputError(Path(str(transforms_path)), "uv layout 'template' needs a prior mesh with UVs")
+            template = (*load_prior(prior), *prior_uv)
+        v2, f2, uvs, tex, cover, bake_stats = meshing.bake_texture(
+            v, f, bake_views, config.texture_size, fitted.colour_world, config.uv_layout, config.unwrap_faces,
+            template, BakeConfig(angle_strictness=config.angle_strictness, edge_expansion=config.edge_expansion))
+        glb, obj = meshing.export(Path(out_dir), name, v2, f2, uvs, tex, cover)
+        metrics.update(bake_stats)
         metrics["texture_seconds"] = time.perf_counter() - t_mesh
     metrics["total_seconds"] = time.perf_counter() - t0
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

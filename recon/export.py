@@ -134,11 +134,14 @@ def write_obj(
     stem = path.stem
     lines = ["# Gen3D Face head (Y up, metres)", f"mtllib {stem}.mtl", f"o {stem}"]
     vy = v @ BLENDER_TO_YUP.T
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vy]
+    # full precision (17 significant digits round-trip a float64): fixed decimals collapse
+    # vertices lying within 1e-6 of each other, which leaves zero-area faces and
+    # non-manifold edges once a reader merges the UV-seam copies (issue 13)
+    lines += [f"v {x!r} {y!r} {z!r}" for x, y, z in vy.tolist()]
     if uvs is not None:
-        lines += [f"vt {a:.6f} {b:.6f}" for a, b in uvs]
+        lines += [f"vt {a!r} {b!r}" for a, b in np.asarray(uvs, np.float64).tolist()]
     if normals is not None:
-        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals @ BLENDER_TO_YUP.T]
+        lines += [f"vn {x!r} {y!r} {z!r}" for x, y, z in (normals @ BLENDER_TO_YUP.T).tolist()]
     lines.append("usemtl head")
     one = f + 1
     if uvs is not None and normals is not None:
@@ -160,3 +163,44 @@ def write_obj(
     _atomic_write(path, ("\n".join(lines) + "\n").encode())
     log.info("wrote %s (%d vertices, %d faces)", path, len(v), len(f))
     return path
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of an image: uint8 [H, W] / [H, W, 3|4] (8-bit) or uint16 [H, W, 3|4] (16-bit, which
+    PIL cannot write for colour images; encoded here: one zlib stream, filter 0 per row)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return buf.getvalue()
+    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"png: uint8 or uint16 [H, W, 3|4] expected, got {a.dtype} {a.shape}")
+    h, w, c = a.shape
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(a.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)], 1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``png_bytes(image)`` atomically (temporary name, then renamed)."""
+    _atomic_write(Path(path), png_bytes(image))
+    return Path(path)
+
+
+def to_srgb_pixels(texture: np.ndarray, bits: int = 8) -> np.ndarray:
+    """float [H, W, C] in [0, 1] (already sRGB-encoded, as the views) → uint8 or uint16 pixels."""
+    if bits not in (8, 16):
+        raise ValueError(f"texture bits must be 8 or 16, got {bits}")
+    top = 255 if bits == 8 else 65535
+    return (np.clip(texture, 0, 1) * top + 0.5).astype(np.uint8 if bits == 8 else np.uint16)

@@ -216,8 +216,9 @@ def run(mesh: TexturedMesh, work_dir: Path, config: ReconConfig, n_views: int = 
     if texture:
         t1 = time.perf_counter()
         bake = [(img, cam, m > 0.5) for img, cam, m in zip(views.images, views.cameras, views.masks)]
-        v2, f2, uvs, tex = meshing.bake_texture(v, f, bake, config.texture_size, fitted.colour_world)
-        meshing.export(work_dir / "out", "mesh", v2, f2, uvs, tex)
+        v2, f2, uvs, tex, cover, _ = meshing.bake_texture(v, f, bake, config.texture_size, fitted.colour_world,
+                                                          config.uv_layout, config.unwrap_faces)
+        meshing.export(work_dir / "out", "mesh", v2, f2, uvs, tex, cover)
         out["texture_seconds"] = time.perf_counter() - t1
         out["psnr_textured"] = psnr_textured(v2, f2, uvs, tex, mesh, held)
     out.update(surface_metrics((v, f), (mesh.vertices, mesh.faces)))

@@ -21,7 +21,8 @@ def no_face_photo(tmp_path_factory) -> Path:
 
 
 #: What a user reaches: the operators behind the panel's and the preferences' buttons, and the panel.
-REQUIRED_OPERATORS = {"gen3dface.generate", "gen3dface.cancel", "gen3dface.setup_engine", "gen3dface.check_engine"}
+REQUIRED_OPERATORS = {"gen3dface.generate", "gen3dface.cancel", "gen3dface.setup_engine", "gen3dface.check_engine",
+                      "gen3dface.cancel_setup", "gen3dface.bake_selected"}
 
 
 def test_addon_registers_without_torch(run_bpy):
@@ -37,7 +38,7 @@ def test_addon_registers_without_torch(run_bpy):
         def classes():
             # the add-on's own bpy classes, found by walking its modules (not its register lists)
             found = []
-            for name in ("props", "prefs", "operators", "panel", "preview", "jobs", "scene_io", "batch"):
+            for name in ("props", "prefs", "operators", "panel", "preview", "jobs", "scene_io", "batch", "bake"):
                 try:
                     mod = importlib.import_module("{PKG}.blender_addon." + name)
                 except ModuleNotFoundError as exc:
@@ -60,7 +61,8 @@ def test_addon_registers_without_torch(run_bpy):
         h.emit(callable_ops=sorted("gen3dface." + n for n in dir(bpy.ops.gen3dface)),
                panel=hasattr(bpy.types, "VIEW3D_PT_gen3dface"))  # before enabling: nothing there
         h.enable()
-        for name in ("client", "run_data", "engine_setup", "scene_io", "jobs", "operators", "panel", "prefs", "batch"):
+        for name in ("client", "run_data", "engine_setup", "scene_io", "jobs", "operators", "panel", "prefs", "batch",
+                     "bake"):
             importlib.import_module("{PKG}.blender_addon." + name)
         loaded = [m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m] is not None]
         h.emit(**state(loaded), views=bpy.context.scene.gen3dface.views)

@@ -37,6 +37,21 @@ def test_reconstruct_writes_textured_glb_and_obj(dataset, tmp_path):
     # GLB is Y-up: its Y extent is the world's Z extent (the blob is tallest along Z)
     ext = np.ptp(geom.vertices, axis=0)
     assert ext[1] == pytest.approx(np.ptp(mesh.vertices[:, 2]), rel=0.15)
+    _assert_clean_files(result)
+
+
+def _assert_clean_files(result):
+    """The files on disk, read back and UV seams merged, are one watertight 2-manifold piece
+    without zero-area faces (issue 13: the in-memory mesh being clean is not enough)."""
+    from recon.mesh import topology_report
+
+    for path in (result.mesh_glb, result.mesh_obj):
+        back = trimesh.load(path, force="mesh")
+        back.merge_vertices(merge_tex=True, merge_norm=True)
+        report = topology_report(back.vertices, back.faces)
+        assert report == {"boundary_edges": 0, "nonmanifold_edges": 0, "components": 1, "zero_area_faces": 0}, \
+            (path.name, report)
+        assert back.is_winding_consistent and back.is_watertight, path.name
 
 
 def test_prior_from_file(dataset, tmp_path):
@@ -85,3 +100,26 @@ def test_recon_never_imports_engine():
             "bad = [m for m in sys.modules if m == 'engine' or m.startswith('engine.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_template_uv_layout(dataset, tmp_path):
+    """uv_layout="template": the prior's own UV layout, transferred onto the recon surface."""
+    from dataclasses import replace
+
+    from recon.uv import unwrap
+    from recon.uv_transfer import closest_faces
+
+    path, mesh = dataset
+    pv, pf = smoothed_prior(mesh)
+    _, pfu, puv = unwrap(pv, pf, resolution=128, padding=2)
+    result = reconstruct(path, tmp_path / "out", replace(TINY, uv_layout="template"), prior=(pv, pf),
+                         prior_uv=(puv, pfu))
+    back = trimesh.load(result.mesh_glb, force="mesh", process=False)
+    v = back.vertices @ np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])  # glTF Y-up → world
+    face, bary = closest_faces(v, pv, pf)
+    expected = np.einsum("nk,nkc->nc", bary, puv[pfu[face]])
+    err = np.linalg.norm(back.visual.uv - expected, axis=1)
+    assert np.median(err) < 1e-3  # the template's UVs (seam faces' corners are extended, hence median)
+    _assert_clean_files(result)
+    with pytest.raises(ReconInputError, match="template"):
+        reconstruct(path, tmp_path / "out2", replace(TINY, uv_layout="template"), prior=(pv, pf))

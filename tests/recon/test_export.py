@@ -80,3 +80,19 @@ def test_bad_input(tmp_path, textured, change, match):
     with pytest.raises(ValueError, match=match):
         write_glb(tmp_path / "x.glb", *args)
     assert not list(tmp_path.iterdir())
+
+
+def test_obj_full_precision_keeps_close_vertices_apart(tmp_path):
+    """Vertices 1e-7 apart stay apart when a reader merges the UV-seam copies (6 decimals merged them)."""
+    sphere = trimesh.creation.icosphere(2, radius=0.1)
+    v = np.asarray(sphere.vertices) + np.array([0.3, -0.2, 0.1])
+    f = np.asarray(sphere.faces)
+    # a second vertex 1e-7 m from vertex 0, used by two faces split off vertex 0's fan
+    fan = np.nonzero((f == 0).any(1))[0][:2]
+    v2 = np.vstack([v, v[0] + 1e-7])
+    f2 = f.copy()
+    f2[fan[0]][f2[fan[0]] == 0] = len(v)
+    path = write_obj(tmp_path / "close.obj", v2, f2)
+    back = trimesh.load(path, force="mesh")  # default processing merges coincident vertices
+    assert len(back.vertices) == len(v2)
+    np.testing.assert_array_equal(back.vertices, v2 @ BLENDER_TO_YUP.T)

@@ -7,7 +7,7 @@ import torch
 
 from recon.errors import ReconError
 from recon.mesh import (boundary_loops, clean_mesh, close_small_holes, decimate, keep_largest_component,
-                        marching_cubes_mesh, sdf_volume)
+                        marching_cubes_mesh, sdf_volume, topology_report, weld)
 from recon.sampling import SceneBox, mesh_sdf_grid
 
 BOX = SceneBox(np.array([0.1, 0.0, -0.2]), 0.5)
@@ -101,3 +101,30 @@ def test_prior_sdf_grid_of_a_sphere():
     assert np.abs(grid - exact).max() < 0.03  # far field from a distance transform: under a voxel
     near = np.abs(exact) < 0.1
     assert np.abs(grid[near] - exact[near]).max() < 0.01
+
+
+def _with_sliver(v, f, gap=1e-8):
+    """Split one edge (a, b) by a vertex ``gap`` (relative) from a: two zero-area slivers."""
+    a, b, c = f[0]
+    other = np.nonzero(((f == b) | (f == a)).sum(1) == 2)[0]
+    other = other[other != 0][0]
+    d = [x for x in f[other] if x not in (a, b)][0]
+    e = len(v)
+    v2 = np.vstack([v, v[a] + gap * (v[b] - v[a])])
+    f2 = np.vstack([np.delete(f, [0, other], 0), [[a, e, c], [e, b, c], [e, a, d], [b, e, d]]])
+    return v2, f2
+
+
+def test_weld_removes_slivers_and_keeps_a_clean_mesh():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(2, radius=0.1)
+    v, f = _with_sliver(np.asarray(sphere.vertices), np.asarray(sphere.faces))
+    assert topology_report(v, f, area_tol=1e-9)["zero_area_faces"] == 2  # two slivers
+    w, g = weld(v, f, 1e-7)
+    assert topology_report(w, g) == {"boundary_edges": 0, "nonmanifold_edges": 0, "components": 1,
+                                     "zero_area_faces": 0}
+    assert len(g) == len(sphere.faces) and len(w) == len(sphere.vertices)
+    # clean_mesh welds too (its default tolerance is relative to the mesh's size)
+    cv, cf = clean_mesh(v, f, target_faces=10_000)
+    assert topology_report(cv, cf)["zero_area_faces"] == 0

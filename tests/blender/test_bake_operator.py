@@ -1,0 +1,66 @@
+"""Bake onto selected (bpy module, real engine): texture wired into the mesh's own material;
+on failure the scene's data-block counts are unchanged."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_run import CENTER, RADII, make_run  # noqa: E402
+
+SCENE = f"""
+import bpy, bpy_harness as h
+h.enable()
+bpy.ops.mesh.primitive_uv_sphere_add(segments=32, ring_count=16, location={tuple(CENTER)!r})
+head = bpy.context.active_object
+head.scale = {tuple(RADII)!r}
+bpy.ops.mesh.primitive_cube_add(location=(1.0, 0, 0))
+other = bpy.context.active_object
+mat = bpy.data.materials.new("other_material")
+mat.use_nodes = True
+other.data.materials.append(mat)
+other_nodes = len(mat.node_tree.nodes)
+bpy.context.view_layer.objects.active = head
+before = h.scene_counts()
+"""
+
+
+def test_bake_failure_leaves_scene_unchanged(run_bpy, tmp_path):
+    run = make_run(tmp_path / "run", n_views=4, size=64)
+    shutil.rmtree(run / "views")  # the engine fails reading the first view (exit 2)
+    out = run_bpy(SCENE + f"""
+try:
+    bpy.ops.gen3dface.bake_selected(run_dir={str(run)!r}, size=1024)
+    error = None
+except RuntimeError as exc:
+    error = str(exc)
+h.emit(error=error, before=before, after=h.scene_counts(), slots=len(head.data.materials),
+       other_nodes=[other_nodes, len(mat.node_tree.nodes)], last_error=bpy.context.scene.gen3dface.last_error)
+h.disable()
+""")
+    assert out["error"] is not None and "view_000.png" in out["error"]
+    assert out["before"] == out["after"] and out["slots"] == 0
+    assert out["other_nodes"][0] == out["other_nodes"][1]
+    assert "view_000.png" in out["last_error"]
+    assert not (run / "bakes").exists() or not any((run / "bakes").iterdir())
+
+
+def test_bake_wires_base_color_of_that_mesh_only(run_bpy, tmp_path):
+    run = make_run(tmp_path / "run", n_views=8, size=64)
+    out = run_bpy(SCENE + f"""
+bpy.ops.gen3dface.bake_selected(run_dir={str(run)!r}, size=1024)
+m = head.active_material
+bsdf = next(n for n in m.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+link = bsdf.inputs["Base Color"].links[0].from_node
+h.emit(before=before, after=h.scene_counts(), node=link.type, image=link.image.filepath,
+       size=list(link.image.size), other_nodes=[other_nodes, len(mat.node_tree.nodes)],
+       error=bpy.context.scene.gen3dface.last_error)
+h.disable()
+""", timeout=600)
+    assert out["error"] == "" and out["node"] == "TEX_IMAGE"
+    assert out["after"]["images"] == out["before"]["images"] + 1
+    assert out["after"]["materials"] == out["before"]["materials"] + 1  # the sphere had none
+    assert out["other_nodes"][0] == out["other_nodes"][1] and out["size"] == [1024, 1024]
+    assert Path(out["image"]).is_file() and (Path(out["image"]).parent / "bake.json").is_file()

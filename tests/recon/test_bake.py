@@ -1,0 +1,136 @@
+"""recon.bake: a textured mesh's own renders baked back onto it (the texture is known)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from recon.bake import BakeConfig, bake, push_pull, texel_samples, uv_fragments
+from recon.cameras import orbit_camera
+from recon.texture import render_textured
+from recon.uv import rasterize_uv, unwrap
+
+S = 256
+
+
+def _pattern(points):
+    """Colour as a function of the surface point (symmetric in x: mirrored halves agree)."""
+    x, y, z = np.abs(points[:, 0]), points[:, 1], points[:, 2]
+    return 0.5 + 0.35 * np.stack([np.sin(30 * x + 2 * z), np.cos(25 * y), np.sin(28 * z + 1)], -1)
+
+
+def _true_texture(v, f, uvs, fu, size=S):
+    s = texel_samples(v, f, uvs, fu, size)
+    acc = np.zeros((size * size, 3))
+    cnt = np.zeros(size * size)
+    np.add.at(acc, s.pix.numpy(), _pattern(s.points.numpy().astype(np.float64)))
+    np.add.at(cnt, s.pix.numpy(), 1)
+    tex = np.zeros((size * size, 3), np.float32)
+    tex[cnt > 0] = acc[cnt > 0] / cnt[cnt > 0, None]
+    return tex.reshape(size, size, 3)
+
+
+def _views(v, f, uvs, fu, tex, n=16, size=128, scale=1.0):
+    out = []
+    for i in range(n):
+        cam = orbit_camera(360.0 * i / n, 35.0 * np.sin(4 * np.pi * i / n), 0.6, 40, size)
+        colour, covered = render_textured(v, f, uvs, fu, tex, cam)
+        out.append((np.concatenate([colour * scale if i == 3 else colour, covered[..., None]], -1), cam, None))
+    return out
+
+
+def _psnr(a, b, mask):
+    return 10 * np.log10(1 / max(float(np.mean((a[mask] - b[mask]) ** 2)), 1e-12))
+
+
+@pytest.fixture(scope="module")
+def blob():
+    s = trimesh.creation.icosphere(3, radius=0.1)
+    s.vertices[:, 2] *= 1.3
+    vmap, fu, uvs = unwrap(s.vertices, s.faces, resolution=S, padding=3)
+    return s.vertices[vmap], fu, uvs
+
+
+def test_fragments_match_the_numpy_uv_raster(blob):
+    v, f, uvs = blob
+    pix, face, bary = uv_fragments(uvs, f, S)
+    fid, _ = rasterize_uv(uvs, f, S)
+    mine = np.zeros(S * S, bool)
+    mine[pix.numpy()] = True
+    assert (mine == (fid.reshape(-1) >= 0)).mean() > 0.999
+    np.testing.assert_allclose(bary.sum(1).numpy(), 1, atol=1e-5)
+
+
+def test_bake_own_renders_back(blob):
+    v, f, uvs = blob
+    tex = _true_texture(v, f, uvs, f)
+    r = bake(v, f, uvs, f, _views(v, f, uvs, f, tex), BakeConfig(size=S, border_px=1.0), cull_back=True)
+    assert r.coverage > 0.97
+    assert _psnr(r.texture, tex, r.seen) >= 30
+    assert np.all(r.texture[~r.chart] == 0) or r.texture[~r.chart].max() <= 1  # padded ring only
+    assert not (r.filled & r.seen).any() and np.array_equal(r.filled | r.seen, r.chart)
+
+
+def test_equalisation_evens_out_a_darker_view(blob):
+    v, f, uvs = blob
+    tex = _true_texture(v, f, uvs, f)
+    views = _views(v, f, uvs, f, tex, scale=0.6)  # view 3 is 40 % darker
+    plain = bake(v, f, uvs, f, views, BakeConfig(size=S, border_px=1.0, equalize=False))
+    even = bake(v, f, uvs, f, views, BakeConfig(size=S, border_px=1.0))
+    assert even.gains[3].mean() > 1.3 * np.delete(even.gains, 3, 0).mean()
+    assert _psnr(even.texture, tex, even.seen) > _psnr(plain.texture, tex, plain.seen) + 2
+
+
+def test_mirrored_overlapping_islands_bake_their_own_surface():
+    """Two mirror-image halves share one UV island (the right's mirrored: opposite winding in UV)."""
+    half = trimesh.creation.icosphere(3, radius=0.08)
+    half.vertices[:, 0] += 0.1
+    vmap, fu, uvs = unwrap(half.vertices, half.faces, resolution=S, padding=3)
+    left = half.vertices[vmap]
+    right = left * np.array([-1.0, 1, 1])
+    v = np.vstack([left, right])
+    f = np.vstack([fu, fu[:, ::-1] + len(left)])  # mirrored: flip the winding to stay outward
+    uv2 = np.vstack([uvs, uvs])
+    tex = _true_texture(v, f, uv2, f)
+    views = _views(v, f, uv2, f, tex, size=160)
+    r = bake(v, f, uv2, f, views, BakeConfig(size=S, border_px=1.0))
+    assert r.coverage > 0.97 and _psnr(r.texture, tex, r.seen) >= 30
+    # only the left surface (the right one's UVs dropped): its own colours, same island
+    one = bake(left, fu, uvs, fu, views[:0] + [(im, cam, None) for im, cam, _ in views], BakeConfig(size=S))
+    assert one.coverage > 0.9
+
+
+def test_push_pull_fills_from_neighbours():
+    tex = np.zeros((64, 64, 3), np.float32)
+    known = np.zeros((64, 64), bool)
+    known[:, :32] = True
+    tex[:, :32] = [0.2, 0.4, 0.6]
+    out = push_pull(tex, known)
+    np.testing.assert_allclose(out[:, 40], [[0.2, 0.4, 0.6]] * 64, atol=1e-5)
+    np.testing.assert_array_equal(out[known], tex[known])
+
+
+def test_autofill_callback_and_push_pull(blob):
+    v, f, uvs = blob
+    tex = _true_texture(v, f, uvs, f)
+    views = _views(v, f, uvs, f, tex, n=2)  # two views: the poles are unseen
+    calls = []
+    r = bake(v, f, uvs, f, views, BakeConfig(size=S), fill=lambda p: calls.append(len(p)) or _pattern(p))
+    assert r.autofilled > 0.05 and calls == [int(r.filled.sum())]
+    assert _psnr(r.texture, tex, r.filled) > 25
+    pp = bake(v, f, uvs, f, views, BakeConfig(size=S))
+    assert pp.texture[pp.filled].min() > 0  # filled, not black
+
+
+def test_bad_sizes():
+    with pytest.raises(ValueError, match="8192"):
+        BakeConfig(size=16384)
+
+
+def test_uv_transfer_onto_itself_keeps_the_layout(blob):
+    from recon.uv_transfer import transfer_uvs
+
+    v, f, uvs = blob
+    vmap, fnew, uv2 = transfer_uvs(v, f, uvs, f, v, f)
+    np.testing.assert_allclose(uv2[fnew], uvs[f], atol=1e-6)
+    assert np.array_equal(vmap[fnew], f)
