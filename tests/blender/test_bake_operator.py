@@ -6,6 +6,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_run import CENTER, RADII, make_run  # noqa: E402
@@ -47,6 +49,7 @@ h.disable()
     assert not (run / "bakes").exists() or not any((run / "bakes").iterdir())
 
 
+@pytest.mark.slow
 def test_bake_wires_base_color_of_that_mesh_only(run_bpy, tmp_path):
     run = make_run(tmp_path / "run", n_views=8, size=64)
     out = run_bpy(SCENE + f"""
