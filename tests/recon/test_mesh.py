@@ -128,3 +128,30 @@ def test_weld_removes_slivers_and_keeps_a_clean_mesh():
     # clean_mesh welds too (its default tolerance is relative to the mesh's size)
     cv, cf = clean_mesh(v, f, target_faces=10_000)
     assert topology_report(cv, cf)["zero_area_faces"] == 0
+
+
+def test_several_holes_each_get_their_own_patch_and_the_limit_is_inclusive():
+    """A one-triangle hole (3 edges), a small cap and a big rim in one mesh: both small ones
+    are found and closed, each around its own new centre vertex; the limit counts edges."""
+    v, f = _sphere_mesh()
+    centre = v[f].mean(1)
+    cap = centre[:, 2] > centre[:, 2].max() - 0.01  # a small cap at the top
+    low = np.argmin(centre[:, 2])  # one triangle at the bottom
+    side = np.abs(centre[:, 0] - BOX.centre[0] - 0.6 * BOX.scale) < 0.03  # a band: a big hole
+    holed = f[~(cap | side | (np.arange(len(f)) == low))]
+    loops = boundary_loops(holed)
+    sizes = sorted(len(loop) for loop in loops)
+    assert len(loops) == 3 and sizes[0] == 3 and sizes[-1] > 16, sizes
+    small = sizes[1]
+    cv, cf = close_small_holes(v, holed, max_edges=small)  # the cap's loop is exactly at the limit
+    assert len(cv) == len(v) + 2 and len(cf) == len(holed) + 3 + small
+    assert sorted(len(loop) for loop in boundary_loops(cf)) == [sizes[-1]]  # only the big hole is left
+    new = cf[len(holed):]
+    assert set(np.unique(new[:, 2])) == {len(v), len(v) + 1}  # one centre per patch
+    for c in (len(v), len(v) + 1):  # each centre is the mean of its own ring
+        ring = np.unique(new[new[:, 2] == c][:, :2])
+        assert len(ring) in (3, small) and np.allclose(cv[c], cv[ring].mean(0), atol=1e-12)
+    _, cf2 = close_small_holes(v, holed, max_edges=small - 1)  # one edge under: the cap stays open
+    assert sorted(len(loop) for loop in boundary_loops(cf2)) == [small, sizes[-1]]
+    mv, mf = clean_mesh(v, holed, target_faces=len(holed) + 100, max_hole_edges=small)
+    assert sorted(len(loop) for loop in boundary_loops(mf)) == [sizes[-1]]
