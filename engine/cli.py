@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-size", type=int, default=None, help="texture size in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+    from .dataset.command import add_parser as add_dataset
+    from .train.command import add_parser as add_train
+
+    add_dataset(sub, _common)
+    add_train(sub, _common)
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
     return parser
@@ -132,6 +137,11 @@ def _run(args, ctx: RunContext) -> dict:
         from .reconstruct import recon_command
 
         return recon_command(args, ctx)
+    if args.command in ("dataset", "train"):  # their own modules (issue 11)
+        from .dataset.command import run as dataset_run
+        from .train.command import run as train_run
+
+        return (dataset_run if args.command == "dataset" else train_run)(args, ctx)
     from .pipeline import GenerateConfig, generate
 
     photo = _demo_photo(args.output) if args.command == "demo" else args.photo

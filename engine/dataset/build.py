@@ -141,7 +141,8 @@ def _mesh_arrays(path: Path, config: BuildConfig) -> dict:
         out.update(uvs=np.asarray(visual.uv, np.float32), faces_uv=out["faces"],
                    texture=np.asarray(image.convert("RGB")))
     else:
-        out["colours"] = np.asarray(visual.to_color().vertex_colors, np.float32)[:, :3] / 255.0
+        colour = visual.to_color() if hasattr(visual, "to_color") else visual
+        out["colours"] = np.asarray(colour.vertex_colors, np.float32)[:, :3] / 255.0
     return out
 
 
