@@ -54,7 +54,19 @@ def build_pipeline(cfg: TrainConfig, device="cpu"):
         import dataclasses
 
         pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, joint_attention=bool(cfg.joint_attention))
+    _own_conventions(pipe)
     return pipe.to(device=device)
+
+
+def _own_conventions(pipe) -> None:
+    """A trained model is ours: the engine's world and the paper's 360° layout (weights/conventions.py,
+    when present), whatever family it was initialised from; its folder then says so."""
+    try:
+        from weights.conventions import gen3dface
+    except ImportError:  # model folders without conventions.json (before that module)
+        return
+    c = pipe.conditioner.config
+    pipe.conventions = gen3dface(c.volume_length, c.frustum_length, c.voxel_size, image_size=pipe.image_size)
 
 
 def _param_groups(model: TrainModel, cfg: TrainConfig) -> list[dict]:
