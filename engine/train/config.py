@@ -5,6 +5,10 @@ import dataclasses
 from dataclasses import dataclass
 
 
+#: The conditioning options a config may name (``TrainConfig.conditioning``).
+CONDITIONING = ("frontal_clip", "causal_reference", "multi_reference")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the paper's: AdamW, batch 8, 48k iterations, UNet LR warmed
@@ -63,8 +67,13 @@ class TrainConfig:
     joint_attention: bool | None = None
     """Override the model's joint attention (None: keep; Gen3D-Face: on)."""
     conditioning: tuple[str, ...] = ()
-    """Extra conditioning options (engine/train/conditioning.py): id_token, frontal_clip, causal_reference,
-    multi_reference."""
+    """Conditioning options (docs/training.md): frontal_clip (seed 002: the CLIP embedding of the item's
+    most frontal view, shared by every target), causal_reference (seed 003: the input view attends only to
+    itself), multi_reference (seed 001: extra reference views in the joint attention, region-masked)."""
+    n_references: int = 2
+    """multi_reference: reference views per sample besides the input (drawn from the non-target views)."""
+    reference_mask: float = 0.5
+    """multi_reference: each reference loses a random rectangle of up to this fraction of its side (latent)."""
     views_per_chunk: int = 4
     """Views processed at once by the per-view volume parts."""
 
@@ -77,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"tracker must be auto|tensorboard|none, got {self.tracker!r}")
         if min(self.batch_size, self.grad_accum, self.max_steps, self.n_targets, self.checkpoint_every) < 1:
             raise ValueError("batch_size, grad_accum, max_steps, n_targets and checkpoint_every must be ≥ 1")
+        unknown = sorted(set(self.conditioning) - set(CONDITIONING))
+        if unknown:
+            raise ValueError(f"unknown conditioning option(s) {', '.join(unknown)}; known: {', '.join(CONDITIONING)}")
         if not 0 <= self.cond_dropout <= 1 or not 0 <= self.ema_decay < 1:
             raise ValueError("cond_dropout must be in [0, 1] and ema_decay in [0, 1)")
 

@@ -33,6 +33,9 @@ class Sample:
     faces: np.ndarray
     generator: torch.Generator
     index: int
+    frontal_rgb: torch.Tensor | None = None  # [3, S, S]: the item's most frontal view (frontal_clip)
+    references: torch.Tensor | None = None  # [R, 3, S, S]: extra reference views (multi_reference)
+    reference_cameras: list[Camera] | None = None
 
 
 def to_rgb(rgba: np.ndarray, size: int) -> torch.Tensor:
@@ -53,14 +56,15 @@ def sample_seed(seed: int, g: int) -> int:
 class TrainSet:
     """The items of a dataset root split into training and held-out ids (the last ``val_items``)."""
 
-    def __init__(self, root: str | Path, image_size: int, n_targets: int, seed: int, val_items: int = 0):
+    def __init__(self, root: str | Path, image_size: int, n_targets: int, seed: int, val_items: int = 0,
+                 n_references: int = 0):
         self.root = Path(root)
         ids = fmt.list_items(self.root)
         if len(ids) <= val_items:
             raise fmt.DatasetError(self.root, f"{len(ids)} items: need more than the {val_items} held out")
         self.train_ids = ids[:len(ids) - val_items] if val_items else ids
         self.val_ids = ids[len(ids) - val_items:] if val_items else []
-        self.image_size, self.n_targets, self.seed = image_size, n_targets, seed
+        self.image_size, self.n_targets, self.seed, self.n_references = image_size, n_targets, seed, n_references
 
     @functools.lru_cache(maxsize=64)
     def _item(self, item_id: str) -> fmt.Item:
@@ -81,12 +85,24 @@ class TrainSet:
         """``item_id`` with ``n_targets`` target views drawn by ``generator`` (or the given ``views``)."""
         item = self._item(item_id)
         others = [i for i in range(len(item.cameras)) if i != item.input_view]
-        if views is None:
-            if len(others) < self.n_targets:
-                raise fmt.DatasetError(self.root / item_id, f"{len(others)} views besides the input, {self.n_targets} targets asked")
-            pick = torch.randperm(len(others), generator=generator)[:self.n_targets].tolist()
-            views = [others[i] for i in pick]
+        need = self.n_targets + self.n_references
+        if len(others) < need:
+            raise fmt.DatasetError(self.root / item_id, f"{len(others)} views besides the input, {need} asked")
+        pick = [others[i] for i in torch.randperm(len(others), generator=generator).tolist()]
+        views = pick[:self.n_targets] if views is None else views
+        refs = [i for i in pick if i not in views][:self.n_references]
         s = self.image_size
         cams = [item.cameras[i].resized(s, s) for i in views]
-        return Sample(item_id, to_rgb(item.crop, s), item.input_camera.resized(s, s), to_rgb(item.views[views], s),
-                      cams, torch.from_numpy(item.vertices), item.faces, generator, index)
+        sample = Sample(item_id, to_rgb(item.crop, s), item.input_camera.resized(s, s), to_rgb(item.views[views], s),
+                        cams, torch.from_numpy(item.vertices), item.faces, generator, index)
+        sample.frontal_rgb = to_rgb(item.views[frontal_view(item)], s)
+        if refs:
+            sample.references = to_rgb(item.views[refs], s)
+            sample.reference_cameras = [item.cameras[i].resized(s, s) for i in refs]
+        return sample
+
+
+def frontal_view(item: fmt.Item) -> int:
+    """The view whose camera is nearest the face direction of the prior's frame (−Y)."""
+    c = np.stack([cam.center / max(np.linalg.norm(cam.center), 1e-9) for cam in item.cameras])
+    return int(np.argmax(c @ np.array([0.0, -1.0, 0.0])))

@@ -49,11 +49,13 @@ def build_pipeline(cfg: TrainConfig, device="cpu"):
         pipe = presets.tiny_pipeline(seed=cfg.seed, n_views=cfg.n_targets, size=cfg.image_size)
     else:
         pipe = presets.full_pipeline(n_views=cfg.n_targets, size=cfg.image_size)
+    import dataclasses
+
     if cfg.joint_attention is not None:
         pipe.processor.joint = bool(cfg.joint_attention)
-        import dataclasses
-
         pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, joint_attention=bool(cfg.joint_attention))
+    if "causal_reference" in cfg.conditioning:  # a model property: saved in conditioner/config.json
+        pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, causal_reference=True)
     _own_conventions(pipe)
     return pipe.to(device=device)
 
@@ -102,12 +104,14 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, ctx: RunContext | None = N
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, out)
     pipe = build_pipeline(cfg, acc.device)
-    model = TrainModel(pipe, views_per_chunk=cfg.views_per_chunk)
+    model = TrainModel(pipe, views_per_chunk=cfg.views_per_chunk, frontal_clip="frontal_clip" in cfg.conditioning,
+                       reference_mask=cfg.reference_mask)
     for m in (model.unet, model.conditioner, model.extras):
         m.train().requires_grad_(True)
     if cfg.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
-    data = TrainSet(dataset, pipe.image_size, cfg.n_targets, cfg.seed, cfg.val_items)
+    data = TrainSet(dataset, pipe.image_size, cfg.n_targets, cfg.seed, cfg.val_items,
+                    n_references=cfg.n_references if "multi_reference" in cfg.conditioning else 0)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [cfg.unet_lr_factor, lambda s: 1.0])
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

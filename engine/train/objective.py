@@ -33,12 +33,14 @@ class Frozen:
 class TrainModel(nn.Module):
     """The trainable parts (UNet + conditioner + conditioning extras) with the loss as ``forward``."""
 
-    def __init__(self, pipe: MultiViewPipeline, extras: nn.Module | None = None, views_per_chunk: int = 4):
+    def __init__(self, pipe: MultiViewPipeline, extras: nn.Module | None = None, views_per_chunk: int = 4,
+                 frontal_clip: bool = False, reference_mask: float = 0.5):
         super().__init__()
         self.unet, self.conditioner = pipe.unet, pipe.conditioner
         self.extras = extras if extras is not None else nn.Module()
         self.frozen = Frozen(pipe)  # a dataclass, not a submodule: DDP never sees the VAE
         self.chunk = views_per_chunk
+        self.frontal_clip, self.reference_mask = frontal_clip, reference_mask
 
     def forward(self, samples: list[Sample], cond_dropout: float = 0.0, timesteps: torch.Tensor | None = None) -> torch.Tensor:
         """Mean denoising loss over ``samples`` (every target pixel weighs the same). timesteps: [B] fixed t (evaluation)."""
@@ -52,7 +54,7 @@ class TrainModel(nn.Module):
         x = torch.cat([r["x"] for r in rows])
         t = torch.cat([r["t"] for r in rows])
         ctx = torch.cat([r["context"] for r in rows])
-        eps = unet_forward(self.unet, self.conditioner, x, t, ctx, frustum, s_views)
+        eps = unet_forward(self.unet, self.conditioner, x, t, ctx, frustum, s_views, rows[0]["n_refs"])
         n = rows[0]["noise"].shape[0]
         pred = eps.reshape(len(rows), s_views, *eps.shape[1:])[:, :n]
         target = torch.stack([r["noise"] for r in rows])
@@ -78,14 +80,19 @@ class TrainModel(nn.Module):
         dropped = bool(torch.rand(1, generator=g) < cond_dropout)
         x_t = pipe.scheduler.add_noise(x0, noise, torch.full((n,), t, dtype=torch.long))
         views = s.target_cameras + ([s.input_camera] if cfg.include_input_view else [])
+        refs = self._references(s) if cfg.include_input_view else None
+        if refs is not None:  # multi_reference (seed 001): more clean views after the input, region-masked
+            views = views + s.reference_cameras
         v_embed = geometry.view_embedding(views, s.input_camera, cfg.elevation_sign, cfg.azimuth_sign).to(dev)
         c2w, intr = geometry.camera_tensors(views, dev)
         n_all = len(views)
         t_views = torch.cat([torch.full((n,), t), torch.zeros(n_all - n, dtype=torch.long)]).to(dev)
-        clip_embed = self._clip(s.input_rgb)
+        # frontal_clip (seed 002): one view-invariant embedding, the item's frontal view, for every target
+        clip_embed = self._clip(s.frontal_rgb if self.frontal_clip and s.frontal_rgb is not None else s.input_rgb)
         context = cm.context(clip_embed, v_embed.to(x0.dtype))
         scale = pipe.vae.config.scaling_factor if cfg.concat_unscaled else 1.0
-        sample = torch.cat([x_t, input_latent.expand(n_all - n, -1, -1, -1)])
+        clean = input_latent.expand(int(cfg.include_input_view), -1, -1, -1)
+        sample = torch.cat([x_t, clean] + ([refs] if refs is not None else []))
         concat = (input_latent / scale).expand(n_all, -1, -1, -1)
         frustum = None
         if dropped:
@@ -97,8 +104,22 @@ class TrainModel(nn.Module):
             verts = s.vertices.to(dev) if cfg.use_mesh_volume else None
             volume = cm.build_volume(x_t, t_emb[:1], v_embed[:n], c2w[:n], intr[:n], size, verts, self.chunk)
             frustum = cm.frustum_features(volume, t_emb, v_embed, c2w, intr, size, self.chunk)
+        n_refs = n_all - n
         return {"x": torch.cat([sample, concat], 1), "t": t_views, "context": context, "frustum": frustum,
-                "noise": noise, "dropped": dropped}
+                "noise": noise, "dropped": dropped, "n_refs": n_refs}
+
+    def _references(self, s: Sample) -> torch.Tensor | None:
+        """Clean latents [R, 4, r, r] of the extra reference views, each with a random rectangle zeroed
+        (region masking, Mv2ID: the model must gather identity from several views, not copy one)."""
+        if s.references is None:
+            return None
+        z = self._encode(s.references, None)
+        r = z.shape[-1]
+        for i in range(z.shape[0]):
+            side = max(1, int(round(float(torch.rand(1, generator=s.generator)) * self.reference_mask * r)))
+            y0, x0 = (int(v) for v in torch.randint(0, r - side + 1, (2,), generator=s.generator))
+            z[i, :, y0:y0 + side, x0:x0 + side] = 0
+        return z
 
     @torch.no_grad()
     def _clip(self, rgb: torch.Tensor) -> torch.Tensor:

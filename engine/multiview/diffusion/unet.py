@@ -47,15 +47,21 @@ def unet_forward(
     context: torch.Tensor,
     volume: dict[int, torch.Tensor],
     n_views: int,
+    n_refs: int | None = None,
 ) -> torch.Tensor:
     """Noise prediction for a batch of views.
 
     sample: [B·S, in_channels, r, r] (noisy latent ⊕ input latent); timesteps: [B·S];
     context: [B·S, 1, context_dim]; volume: {width: [n, C, D, width, width]} frustum features of
     the first n ≤ B·S batch rows, the others have a zero volume (CFG's unconditional half);
-    n_views: S, views per sample that attend to each other. Returns [B·S, 4, r, r].
+    n_views: S, views per sample that attend to each other; n_refs: the last views of each sample that
+    are references (None: the input view when the conditioner runs it). With
+    ``causal_reference`` on, references attend only to references. Returns [B·S, 4, r, r].
     """
-    kwargs = {"n_views": n_views}
+    cfg = cond.config
+    if n_refs is None:
+        n_refs = int(cfg.include_input_view)
+    kwargs = {"n_views": n_views, "n_refs": n_refs if getattr(cfg, "causal_reference", False) else 0}
     emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
     h = unet.conv_in(sample)
     skips: tuple[torch.Tensor, ...] = (h,)
