@@ -8,10 +8,19 @@ from engine.context import RunContext
 from engine.errors import BadInput
 
 
-def add_parser(sub, common) -> argparse.ArgumentParser:
-    """Register ``dataset`` and its ``build`` subcommand; returns the ``dataset`` parser's subparsers' owner."""
-    p = sub.add_parser("dataset", help="training datasets: build (renders/meshes → per-identity folders)")
-    dsub = p.add_subparsers(dest="dataset_command", required=True, parser_class=type(p))
+def _dataset_tools(sub) -> argparse._SubParsersAction:
+    """The subcommands of ``gen3dface dataset``: joins the ``dataset`` parser another module made
+    (``dataset prune``, issue 12) or makes it."""
+    p = sub.choices.get("dataset")
+    if p is None:
+        p = sub.add_parser("dataset", help="training dataset tools (docs/training.md)")
+        return p.add_subparsers(dest="dataset_command", required=True, parser_class=type(p))
+    return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def add_parser(sub, common) -> None:
+    """Register ``dataset build`` and ``dataset synth``."""
+    dsub = _dataset_tools(sub)
     b = dsub.add_parser("build", help="posed renders or textured meshes → the training format (resumable)")
     b.add_argument("source", type=Path, help="folder of <id>/transforms.json renders and/or GLB/OBJ/PLY meshes")
     b.add_argument("-o", "--output", type=Path, required=True, help="dataset folder (created or resumed)")
@@ -31,7 +40,6 @@ def add_parser(sub, common) -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=128)
     s.add_argument("--seed", type=int, default=0)
     common(s)
-    return p
 
 
 def run(args, ctx: RunContext) -> dict:
