@@ -67,8 +67,12 @@ def _own_conventions(pipe) -> None:
         from weights.conventions import gen3dface
     except ImportError:  # model folders without conventions.json (before that module)
         return
+    import dataclasses
+
     c = pipe.conditioner.config
-    pipe.conventions = gen3dface(c.volume_length, c.frustum_length, c.voxel_size, image_size=pipe.image_size)
+    conv = gen3dface(c.volume_length, c.frustum_length, c.voxel_size, image_size=pipe.image_size)
+    # the voxelisation rule is the network's (a Morphable start keeps its own): the loader checks they agree
+    pipe.conventions = dataclasses.replace(conv, voxelisation=getattr(c, "voxelisation", conv.voxelisation))
 
 
 def _param_groups(model: TrainModel, cfg: TrainConfig) -> list[dict]:
