@@ -66,6 +66,8 @@ class TrainConfig:
     """auto (TensorBoard if installed), tensorboard, none."""
     joint_attention: bool | None = None
     """Override the model's joint attention (None: keep; Gen3D-Face: on)."""
+    gate_joint_attention: bool = False
+    """Start joint attention as a no-op: per-layer gates at zero (for a converted per-view model, ``init``)."""
     conditioning: tuple[str, ...] = ()
     """Conditioning options (docs/training.md): frontal_clip (seed 002: the CLIP embedding of the item's
     most frontal view, shared by every target), causal_reference (seed 003: the input view attends only to

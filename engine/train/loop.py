@@ -54,10 +54,26 @@ def build_pipeline(cfg: TrainConfig, device="cpu"):
     if cfg.joint_attention is not None:
         pipe.processor.joint = bool(cfg.joint_attention)
         pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, joint_attention=bool(cfg.joint_attention))
+    if cfg.gate_joint_attention and not pipe.conditioner.config.joint_gate_layers:
+        _add_joint_gates(pipe)
     if "causal_reference" in cfg.conditioning:  # a model property: saved in conditioner/config.json
         pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, causal_reference=True)
     _own_conventions(pipe)
     return pipe.to(device=device)
+
+
+def _add_joint_gates(pipe) -> None:
+    """New zero gates on joint attention: a converted per-view model starts exactly as it was."""
+    import dataclasses
+
+    from engine.multiview.diffusion.unet import install_processors, self_attention_layers
+
+    n = len(self_attention_layers(pipe.unet))
+    cond = pipe.conditioner
+    cond.config = dataclasses.replace(cond.config, joint_gate_layers=n)
+    p = next(cond.parameters())
+    cond.joint_gates = torch.nn.Parameter(torch.zeros(n, device=p.device, dtype=p.dtype))
+    install_processors(pipe.unet, pipe.processor, cond.joint_gates)
 
 
 def _own_conventions(pipe) -> None:

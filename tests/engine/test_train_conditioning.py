@@ -89,3 +89,38 @@ def test_multi_reference_adds_masked_reference_views(model_and_data):
     full = model._encode(s.references, None)
     masked = (z == 0).all(1)  # [R, r, r]
     assert masked.any() and (~masked).any() and torch.equal(z[~masked[:, None].expand_as(z)], full[~masked[:, None].expand_as(z)])
+
+
+def _rows_of(pipe):
+    from engine.multiview.diffusion.unet import unet_forward
+    from engine.train.objective import _zero_levels
+
+    x = torch.randn(3, 8, 8, 8, generator=torch.Generator().manual_seed(1))
+    ctx = torch.randn(3, 1, 32, generator=torch.Generator().manual_seed(2))
+    return unet_forward(pipe.unet, pipe.conditioner, x, torch.tensor([500, 500, 0]), ctx,
+                        _zero_levels(pipe.conditioner, x.dtype), 3)
+
+
+def test_gated_joint_attention_starts_as_the_per_view_model(tmp_path):
+    from engine.multiview.diffusion import load_pipeline, save_pretrained
+    from engine.train.config import TrainConfig
+    from engine.train.loop import build_pipeline
+
+    base = dict(model="tiny", image_size=64, n_targets=2, seed=4)
+    gated = build_pipeline(TrainConfig(**base, gate_joint_attention=True))
+    solo = build_pipeline(TrainConfig(**base, joint_attention=False))
+    joint = build_pipeline(TrainConfig(**base))
+    with torch.no_grad():
+        assert torch.equal(_rows_of(gated), _rows_of(solo))  # a no-op at the start
+        assert not torch.allclose(_rows_of(joint), _rows_of(solo), atol=1e-4)
+    out = _rows_of(gated).square().mean()
+    out.backward()
+    assert gated.conditioner.joint_gates.grad.abs().sum() > 0  # and it learns
+    with torch.no_grad():
+        gated.conditioner.joint_gates.fill_(1.0)  # fully open = plain joint attention
+        assert torch.allclose(_rows_of(gated), _rows_of(joint), atol=1e-5)
+        gated.conditioner.joint_gates.fill_(0.3)
+        expect = _rows_of(gated)
+    loaded = load_pipeline(save_pretrained(gated, tmp_path / "m"))  # gates travel with the folder
+    with torch.no_grad():
+        assert torch.allclose(_rows_of(loaded), expect, atol=1e-6)

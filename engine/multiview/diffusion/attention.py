@@ -121,6 +121,7 @@ class MultiViewAttnProcessor:
 
     def __init__(self, joint: bool = True, max_tokens: int = 0, slice_size: int | None = None):
         self.joint, self.max_tokens, self.slice_size = joint, max_tokens, slice_size
+        self.gates: dict[int, tuple[torch.Tensor, int]] = {}  # id(attn) → (gates, index): gated joint attention
 
     def _sdpa(self, q, k, v, mask=None):
         if not self.slice_size or q.shape[2] <= self.slice_size:
@@ -168,6 +169,13 @@ class MultiViewAttnProcessor:
         mask = self.causal_mask(n_views, tokens, n_refs, q.device) if joint and n_refs > 0 else None
         out = self._sdpa(heads(q), heads(k), heads(v), mask)
         out = out.transpose(1, 2).reshape(batch, tokens, attn.heads * head_dim).to(q.dtype)
+        gate = self.gates.get(id(attn)) if joint else None
+        if gate is not None:  # per-view + g·(joint − per-view): g = 0 is the per-view model
+            def own(t):  # [batch, L, H·d] → [batch, H, L, d]
+                return t.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+            solo = self._sdpa(own(q), own(k), own(v)).transpose(1, 2).reshape(batch, tokens, -1).to(q.dtype)
+            out = solo + gate[0][gate[1]].to(q.dtype) * (out - solo)
         out = attn.to_out[1](attn.to_out[0](out))
         if ndim == 4:
             out = out.transpose(-1, -2).reshape(b4, c4, h4, w4)

@@ -61,7 +61,7 @@ class MultiViewPipeline:
         self.conditioner, self.image_encoder, self.image_size = conditioner, image_encoder, image_size
         cfg = conditioner.config
         self.processor = MultiViewAttnProcessor(cfg.joint_attention, cfg.joint_attention_max_tokens)
-        install_processors(unet, self.processor)
+        install_processors(unet, self.processor, getattr(conditioner, "joint_gates", None))
         self._interrupt = False
         for m in self.modules():
             m.eval().requires_grad_(False)

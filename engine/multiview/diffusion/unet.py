@@ -17,9 +17,20 @@ from .attention import MultiViewAttnProcessor
 from .conditioner import MultiViewConditioner, condition_slots
 
 
-def install_processors(unet: UNet2DConditionModel, processor: MultiViewAttnProcessor) -> None:
-    """Every attention layer of ``unet`` uses ``processor`` (joint in self-attention)."""
+def self_attention_layers(unet: UNet2DConditionModel) -> list:
+    """The UNet's self-attention modules (``attn1``), in diffusers' order."""
+    return [m for name, m in unet.named_modules() if name.endswith("attn1")]
+
+
+def install_processors(unet: UNet2DConditionModel, processor: MultiViewAttnProcessor, gates=None) -> None:
+    """Every attention layer of ``unet`` uses ``processor`` (joint in self-attention); ``gates``: one
+    joint-attention gate per self-attention layer (``ConditionerConfig.joint_gate_layers``) or None."""
     unet.set_attn_processor(processor)
+    if gates is not None:
+        layers = self_attention_layers(unet)
+        if len(layers) != gates.numel():
+            raise ValueError(f"{gates.numel()} joint-attention gates for {len(layers)} self-attention layers")
+        processor.gates = {id(m): (gates, i) for i, m in enumerate(layers)}
 
 
 def _run_up_block(block, h, skips, emb, context, kwargs, conditions, volume):
