@@ -1,7 +1,7 @@
 """Gen3D Face inside Blender: panel, preferences, operators, engine client, scene import.
 
 Imports ``bpy`` and the engine's ``protocol`` only — never torch: the engine runs as a
-subprocess in its own Python (DESIGN.md). ``client``, ``run_data`` and ``engine_setup``
+subprocess in its own Python (docs/architecture.md). ``client``, ``run_data`` and ``engine_setup``
 are bpy-free and import anywhere.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The engine client: one engine subprocess, its events on a queue, cancel. No ``bpy``.
 
 Blender's Python has no torch, so the add-on runs the engine in its own Python as a
-subprocess (DESIGN.md, "Protocol"): JSON lines on stdout, logs on stderr, a ``cancel``
+subprocess (docs/architecture.md, "Protocol"): JSON lines on stdout, logs on stderr, a ``cancel``
 line on stdin or SIGTERM to stop. A reader thread turns stdout into protocol events on
 a queue so Blender's UI thread only drains the queue from a timer and never blocks.
 """

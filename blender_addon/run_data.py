@@ -1,8 +1,8 @@
 """A finished run directory as plain data: no ``bpy`` (glTF-Blender-IO style).
 
 ``load_run`` reads ``result.json`` and ``transforms.json`` (nerfstudio convention in the
-Blender world, DESIGN.md "Conventions") into ``RunData``; ``scene_io`` turns that into
-Blender objects. ``blender_camera`` is the camera formula of DESIGN.md:
+Blender world, docs/architecture.md "Conventions") into ``RunData``; ``scene_io`` turns that into
+Blender objects. ``blender_camera`` is the camera formula of docs/architecture.md:
 ``sensor_fit='HORIZONTAL'``, ``sensor_width=36``, ``lens = fl_x·36/w``,
 ``shift_x = (w/2 − cx)/w``, ``shift_y = (cy − h/2)/w · fl_x/fl_y``.
 """
@@ -67,7 +67,7 @@ class RunData:
 
 
 def blender_camera(cam: ViewCamera) -> BlenderCamera:
-    """The Blender camera settings that reproduce ``cam``'s projection (DESIGN.md formula)."""
+    """The Blender camera settings that reproduce ``cam``'s projection (docs/architecture.md formula)."""
     return BlenderCamera(
         lens=cam.fl_x * SENSOR_WIDTH / cam.w,
         sensor_width=SENSOR_WIDTH,

@@ -3,7 +3,7 @@
 Format parsing lives in ``run_data`` (no bpy); this module only creates data-blocks
 (glTF-Blender-IO style). Everything lands in one new collection named after the photo:
 the head from ``mesh/head.glb`` (Blender's glTF importer maps glTF's Y-up to Z-up, which
-is the engine's world, DESIGN.md "Conventions"), one camera per generated view with the
+is the engine's world, docs/architecture.md "Conventions"), one camera per generated view with the
 view as its background image, and the input camera with the cropped photo. If anything
 fails, whatever was created is removed again so the scene is left as it was.
 """
@@ -108,7 +108,7 @@ def _load_image(path: str, created: _Created):
 
 
 def _make_camera(view: ViewCamera, name: str, collection, created: _Created):
-    """A camera object reproducing ``view`` (DESIGN.md camera formula), its image as background."""
+    """A camera object reproducing ``view`` (docs/architecture.md camera formula), its image as background."""
     params = blender_camera(view)
     data = created.add(bpy.data.cameras, bpy.data.cameras.new(name))
     data.sensor_fit = "HORIZONTAL"

@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch(sub, _generate_options)
     add_eval(sub)
-    add_dataset(sub)
+    add_dataset(sub)  # creates the `dataset` group (prune); build/synth and train join it
+    from .dataset.command import add_parser as add_dataset_build
+    from .train.command import add_parser as add_train
+
+    add_dataset_build(sub, _common)
+    add_train(sub, _common)
     return parser
 
 
@@ -153,6 +158,11 @@ def _run(args, ctx: RunContext) -> dict:
         from .bake import bake_command
 
         return bake_command(args, ctx)
+    if args.command in ("dataset", "train"):  # their own modules (issue 11)
+        from .dataset.command import run as dataset_run
+        from .train.command import run as train_run
+
+        return (dataset_run if args.command == "dataset" else train_run)(args, ctx)
     from .pipeline import GenerateConfig, generate
 
     photo = _demo_photo(args.output) if args.command == "demo" else args.photo

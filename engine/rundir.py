@@ -1,4 +1,4 @@
-"""Run directories that appear only when complete (DESIGN.md, "Run directory").
+"""Run directories that appear only when complete (docs/architecture.md, "Run directory").
 
 A run writes into a hidden sibling ``.<name>.tmp-<pid>-<start>-<host>-<rand>`` and renames
 it into place after ``result.json`` is written, so a failed or cancelled run never leaves a

@@ -2,7 +2,7 @@
 
 Input is in the Blender world (Z up, metres). glTF is Y-up, so vertices and normals are
 written as (x, y, z)_blender ↦ (x, z, −y)_gltf; Blender's glTF importer maps them back
-(DESIGN.md, "Conventions"). OBJ files get the same Y-up axes, which Blender's OBJ importer
+(docs/architecture.md, "Conventions"). OBJ files get the same Y-up axes, which Blender's OBJ importer
 (forward −Z, up Y) also maps back. The material is PBR with ``metallicFactor = 0`` (glTF's
 default is 1, which renders black in Blender) and ``roughnessFactor = 0.6``.
 

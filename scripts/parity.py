@@ -82,7 +82,7 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
 
 
 def _stub_spconv() -> None:
-    """Morphable's reference imports spconv (CUDA; its CPU build is unreliable, DESIGN.md). Without it,
+    """Morphable's reference imports spconv (CUDA; its CPU build is unreliable, docs/architecture.md). Without it,
     its sparse ConvNet runs on our CPU sparse conv (same weight layout, tested equal to dense conv3d
     at the active sites): everything else in the comparison is the reference's own code."""
     try:

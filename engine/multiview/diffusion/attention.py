@@ -115,19 +115,31 @@ class MultiViewAttnProcessor:
     max_tokens: joint attention only where a view has ≤ this many tokens (0: everywhere);
         a memory/speed knob, the highest-resolution layers cost the most (O((S·L)²)).
     slice_size: queries per SDPA call (attention slicing to bound memory); None = all at once.
+    n_refs (per call): the last n_refs views of a sample are references (the input view, extra photos);
+        > 0 makes joint attention causal (``causal_mask``).
     """
 
     def __init__(self, joint: bool = True, max_tokens: int = 0, slice_size: int | None = None):
         self.joint, self.max_tokens, self.slice_size = joint, max_tokens, slice_size
+        self.gates: dict[int, tuple[torch.Tensor, int]] = {}  # id(attn) → (gates, index): gated joint attention
 
-    def _sdpa(self, q, k, v):
+    def _sdpa(self, q, k, v, mask=None):
         if not self.slice_size or q.shape[2] <= self.slice_size:
-            return F.scaled_dot_product_attention(q, k, v)
-        parts = [F.scaled_dot_product_attention(q[:, :, i:i + self.slice_size], k, v)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        parts = [F.scaled_dot_product_attention(q[:, :, i:i + self.slice_size], k, v,
+                                                attn_mask=None if mask is None else mask[i:i + self.slice_size])
                  for i in range(0, q.shape[2], self.slice_size)]
         return torch.cat(parts, 2)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, n_views: int = 1):
+    @staticmethod
+    def causal_mask(n_views: int, tokens: int, n_refs: int, device) -> torch.Tensor:
+        """[S·L, S·L] bool, True = may attend: the last ``n_refs`` views (the input and other references)
+        query only reference tokens, the targets query everything (causal reference attention, seed 003)."""
+        is_ref = torch.arange(n_views * tokens, device=device) // tokens >= n_views - n_refs
+        return ~is_ref[:, None] | is_ref[None, :]
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, n_views: int = 1,
+                 n_refs: int = 0):
         residual = hidden_states
         ndim = hidden_states.ndim
         if ndim == 4:
@@ -154,8 +166,16 @@ class MultiViewAttnProcessor:
         def heads(t):  # [batch, L, H·d] → [groups, H, (batch/groups)·L, d]
             return t.reshape(groups, -1, attn.heads, head_dim).transpose(1, 2)
 
-        out = self._sdpa(heads(q), heads(k), heads(v))
+        mask = self.causal_mask(n_views, tokens, n_refs, q.device) if joint and n_refs > 0 else None
+        out = self._sdpa(heads(q), heads(k), heads(v), mask)
         out = out.transpose(1, 2).reshape(batch, tokens, attn.heads * head_dim).to(q.dtype)
+        gate = self.gates.get(id(attn)) if joint else None
+        if gate is not None:  # per-view + g·(joint − per-view): g = 0 is the per-view model
+            def own(t):  # [batch, L, H·d] → [batch, H, L, d]
+                return t.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+            solo = self._sdpa(own(q), own(k), own(v)).transpose(1, 2).reshape(batch, tokens, -1).to(q.dtype)
+            out = solo + gate[0][gate[1]].to(q.dtype) * (out - solo)
         out = attn.to_out[1](attn.to_out[0](out))
         if ndim == 4:
             out = out.transpose(-1, -2).reshape(b4, c4, h4, w4)

@@ -81,6 +81,8 @@ class MultiViewConditioner(nn.Module):
                 self.cc_projection.weight[:k, :k] = torch.eye(k)
                 self.cc_projection.bias.zero_()
         self.spatial_volume = SpatialVolumeNet(cfg)
+        if cfg.joint_gate_layers:  # zero: joint attention starts as the per-view attention it extends
+            self.joint_gates = nn.Parameter(torch.zeros(cfg.joint_gate_layers))
         self.middle_conditions = self._depth_block(cfg.unet_block_out_channels[-1], latent // 2 ** (len(cfg.unet_block_out_channels) - 1))
         self.output_conditions = nn.ModuleList(
             self._depth_block(ch, res) for _, _, ch, res in condition_slots(cfg.unet_block_out_channels, cfg.unet_layers_per_block, latent)

@@ -63,6 +63,12 @@ class ConditionerConfig:
     """Gen3D-Face §3.2: self-attention across all target views (and the input) in one pass."""
     joint_attention_max_tokens: int = 0
     """Joint attention only in layers with ≤ this many tokens per view; 0 = every layer."""
+    joint_gate_layers: int = 0
+    """> 0: joint attention is gated per self-attention layer (this many gates, zero at start): out =
+    per-view + gate·(joint − per-view), so a converted per-view model starts unchanged (``engine/train``)."""
+    causal_reference: bool = False
+    """Causal reference attention (seed 003): the input view's tokens attend only to themselves, the
+    targets' to everything (needs ``joint_attention`` and ``include_input_view``)."""
     include_input_view: bool = True
     """Run the clean input latent as an extra UNet view so joint attention sees it (Gen3D-Face §3.2)."""
     elevation_sign: float = 1.0

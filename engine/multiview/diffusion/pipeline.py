@@ -67,7 +67,7 @@ class MultiViewPipeline:
         self.conventions = conventions or gen3dface_conventions(
             cfg.volume_length, cfg.frustum_length, cfg.voxel_size, image_size=image_size)
         self.processor = MultiViewAttnProcessor(cfg.joint_attention, cfg.joint_attention_max_tokens)
-        install_processors(unet, self.processor)
+        install_processors(unet, self.processor, getattr(conditioner, "joint_gates", None))
         self._interrupt = False
         for m in self.modules():
             m.eval().requires_grad_(False)

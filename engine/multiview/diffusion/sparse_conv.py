@@ -7,7 +7,7 @@ active set; ``SparseConv3d`` (stride 2, padding 1) activates every output site w
 receptive field holds an active input. Both equal a dense ``conv3d`` over the zero-filled
 grid, evaluated at the output active sites (tests/engine/test_diffusion_sparse.py).
 spconv's own CPU path is not an option: its backward asserts CUDA and it returns wrong
-rows with more than one thread (spconv#679, DESIGN.md "Dependencies").
+rows with more than one thread (spconv#679, docs/architecture.md "Dependencies").
 """
 from __future__ import annotations
 

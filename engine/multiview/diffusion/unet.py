@@ -17,9 +17,20 @@ from .attention import MultiViewAttnProcessor
 from .conditioner import MultiViewConditioner, condition_slots
 
 
-def install_processors(unet: UNet2DConditionModel, processor: MultiViewAttnProcessor) -> None:
-    """Every attention layer of ``unet`` uses ``processor`` (joint in self-attention)."""
+def self_attention_layers(unet: UNet2DConditionModel) -> list:
+    """The UNet's self-attention modules (``attn1``), in diffusers' order."""
+    return [m for name, m in unet.named_modules() if name.endswith("attn1")]
+
+
+def install_processors(unet: UNet2DConditionModel, processor: MultiViewAttnProcessor, gates=None) -> None:
+    """Every attention layer of ``unet`` uses ``processor`` (joint in self-attention); ``gates``: one
+    joint-attention gate per self-attention layer (``ConditionerConfig.joint_gate_layers``) or None."""
     unet.set_attn_processor(processor)
+    if gates is not None:
+        layers = self_attention_layers(unet)
+        if len(layers) != gates.numel():
+            raise ValueError(f"{gates.numel()} joint-attention gates for {len(layers)} self-attention layers")
+        processor.gates = {id(m): (gates, i) for i, m in enumerate(layers)}
 
 
 def _run_up_block(block, h, skips, emb, context, kwargs, conditions, volume):
@@ -47,15 +58,21 @@ def unet_forward(
     context: torch.Tensor,
     volume: dict[int, torch.Tensor],
     n_views: int,
+    n_refs: int | None = None,
 ) -> torch.Tensor:
     """Noise prediction for a batch of views.
 
     sample: [B·S, in_channels, r, r] (noisy latent ⊕ input latent); timesteps: [B·S];
     context: [B·S, 1, context_dim]; volume: {width: [n, C, D, width, width]} frustum features of
     the first n ≤ B·S batch rows, the others have a zero volume (CFG's unconditional half);
-    n_views: S, views per sample that attend to each other. Returns [B·S, 4, r, r].
+    n_views: S, views per sample that attend to each other; n_refs: the last views of each sample that
+    are references (None: the input view when the conditioner runs it). With
+    ``causal_reference`` on, references attend only to references. Returns [B·S, 4, r, r].
     """
-    kwargs = {"n_views": n_views}
+    cfg = cond.config
+    if n_refs is None:
+        n_refs = int(cfg.include_input_view)
+    kwargs = {"n_views": n_views, "n_refs": n_refs if getattr(cfg, "causal_reference", False) else 0}
     emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
     h = unet.conv_in(sample)
     skips: tuple[torch.Tensor, ...] = (h,)
