@@ -141,17 +141,23 @@ def write(conv: Conventions, folder: str | Path) -> Path:
     return path
 
 
-def read(folder: str | Path) -> Conventions:
-    """Read and validate ``folder/conventions.json``; ``WeightsError`` naming the file otherwise."""
-    path = Path(folder) / FILENAME
+def read_json_object(path: Path, missing: str = "file not found") -> dict:
+    """The JSON object in a model folder's file; ``WeightsError`` naming the file otherwise."""
     if not path.is_file():
-        raise WeightsError(path, "file not found (re-run the converter: it writes the checkpoint's conventions)")
+        raise WeightsError(path, missing)
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise WeightsError(path, f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise WeightsError(path, "expected a JSON object")
+    return data
+
+
+def read(folder: str | Path) -> Conventions:
+    """Read and validate ``folder/conventions.json``; ``WeightsError`` naming the file otherwise."""
+    path = Path(folder) / FILENAME
+    data = read_json_object(path, "file not found (re-run the converter: it writes the checkpoint's conventions)")
     if data.get("family") not in FAMILIES:
         raise WeightsError(path, f"unknown checkpoint family {data.get('family')!r}; known: {', '.join(FAMILIES)}")
     try:

@@ -19,7 +19,6 @@ Items are written under a temporary name and renamed into place, so a folder wit
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from recon.cameras import Camera, from_frame
+
+from ..rundir import sha256_file
 
 FORMAT = "gen3dface-dataset"
 VERSION = 1
@@ -43,12 +44,6 @@ class DatasetError(ValueError):
         self.path, self.reason = Path(path), reason
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -82,15 +82,7 @@ def check_conventions(conv, cond: MultiViewConditioner, image_size: int, folder:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise WeightsError(path, "file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WeightsError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(path, "expected a JSON object")
-    return data
+    return conv_file.read_json_object(path)
 
 
 def _load_into(module: torch.nn.Module, path: Path, sha256: str | None) -> None:
