@@ -15,9 +15,9 @@ from fake_run import CENTER, RADII, make_run  # noqa: E402
 SCENE = f"""
 import bpy, bpy_harness as h
 h.enable()
-bpy.ops.mesh.primitive_uv_sphere_add(segments=32, ring_count=16, location={tuple(CENTER)!r})
+bpy.ops.mesh.primitive_uv_sphere_add(segments=32, ring_count=16, location={tuple(CENTER.tolist())!r})
 head = bpy.context.active_object
-head.scale = {tuple(RADII)!r}
+head.scale = {tuple(RADII.tolist())!r}
 bpy.ops.mesh.primitive_cube_add(location=(1.0, 0, 0))
 other = bpy.context.active_object
 mat = bpy.data.materials.new("other_material")
