@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gen3dface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
     p = sub.add_parser("generate", help="photo → textured head, views and cameras")
-    p.add_argument("photo", type=Path)
+    p.add_argument("photo", type=Path, nargs="+",
+                   help="one or more photos of one person (any order; the first is the input view; at most 16)")
+    p.add_argument("--skip-bad", action="store_true", help="skip photos without a usable face (warning) instead of failing")
+    p.add_argument("--shared-expression", action="store_true", help="fit one expression to all photos")
     _generate_options(p)
     p = sub.add_parser("demo", help="generate from the bundled portrait (skimage's astronaut, public domain)")
     _generate_options(p, default_output=Path("gen3dface-demo"))
@@ -138,7 +141,8 @@ def _run(args, ctx: RunContext) -> dict:
     config = GenerateConfig(backend=args.backend, views=args.views, resolution=args.resolution, steps=args.steps,
                             guidance=args.guidance, seed=args.seed, recon=args.recon, recon_steps=args.recon_steps,
                             recon_resolution=args.recon_resolution, texture_size=args.texture_size,
-                            weights=args.weights)
+                            weights=args.weights, skip_bad=getattr(args, "skip_bad", False),
+                            shared_expression=getattr(args, "shared_expression", False))
     return generate(photo, args.output, config, ctx, overwrite=args.overwrite)
 
 
