@@ -42,3 +42,19 @@ def fuse(colours: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.ndarr
     total2 = w2.sum(0)
     colour = np.where(total2[:, None] > 0, (w2[..., None] * c).sum(0) / np.maximum(total2, 1e-12)[:, None], 0)
     return colour.astype(np.float32), w.sum(0).astype(np.float32)
+
+
+def demote_mirror(first_w: np.ndarray, cos_first: np.ndarray, others: list[np.ndarray], min_cos: float,
+                  cos_ramp: float, full_weight: float) -> np.ndarray:
+    """[N] the input view's weight, less its mirror share where further photos see the point.
+
+    Where the input view faces a point more obliquely than ``min_cos`` its weight is all
+    mirror fill (the other side's colours); once further photos see the point with
+    ``full_weight`` that fill gives way to them. first_w, cos_first: [N]; others: [K−1] × [N].
+    """
+    if not others:
+        return first_w
+    t = np.clip((np.asarray(cos_first) - min_cos) / max(cos_ramp, 1e-6), 0, 1)
+    mirror_share = 1 - t * t * (3 - 2 * t)
+    seen = np.clip(np.sum(others, axis=0) / full_weight, 0, 1)
+    return (np.asarray(first_w) * (1 - mirror_share * seen)).astype(np.float32)

@@ -141,26 +141,50 @@ def shading_field(crop: np.ndarray, skin: np.ndarray, normals_px: np.ndarray, co
     unit direction from the head toward the input camera. Outside the head (hair beyond the
     mesh, background) the nearest covered pixel's value, then a small blur so no edge shows.
     """
-    from scipy.ndimage import distance_transform_edt, gaussian_filter
-
     sel = skin & covered
     lum = crop[sel] @ np.array([0.2126, 0.7152, 0.0722])
     light = _fit_light(lum, normals_px[sel])
     if light is None:
         return np.ones(crop.shape[:2], np.float32), None
     ref = light[0] + light[1:] @ to_camera
-    if not ref > 1e-3:
+    if not ref > 1e-3 or not covered.any():
         return np.ones(crop.shape[:2], np.float32), None
     shade = (light[0] + normals_px @ light[1:]) / ref
     # No extrapolation: a light fitted on the face says nothing about the crown or the nape
     # beyond the shading the skin pixels themselves span.
     lo, hi = np.percentile(shade[sel], [2, 98])
-    shade = np.clip(shade, max(lo, 1 / MAX_GAIN), min(max(hi, 1.0), MAX_GAIN))
+    return _finish(shade, covered, max(lo, 1 / MAX_GAIN), min(max(hi, 1.0), MAX_GAIN)), light
+
+
+def _finish(shade: np.ndarray, covered: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clamp, carry the nearest covered value outside the head, blur a little: [S, S] float32."""
+    from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+    shade = np.clip(shade, lo, hi)
     if not covered.any():
-        return np.ones(crop.shape[:2], np.float32), None
+        return np.ones(shade.shape, np.float32)
     _, (ri, ci) = distance_transform_edt(~covered, return_indices=True)
     shade = np.where(covered, shade, shade[ri, ci])
-    return gaussian_filter(shade, 1.5).astype(np.float32), light
+    return gaussian_filter(shade, 1.5).astype(np.float32)
+
+
+def shading_from_reference(normals_px: np.ndarray, covered: np.ndarray, seen: np.ndarray, normals: np.ndarray,
+                           albedo: np.ndarray) -> np.ndarray | None:
+    """[S, S] shading of a further photo relative to known albedo (the input view's de-shaded
+    colours): its luminance over the albedo's at surface points both see, fitted by the same
+    SH-1 light (exposure included), so the photo can be de-shaded onto the input view's scale.
+
+    seen: [N, 3] the photo's colours at the points; normals: [N, 3]; albedo: [N, 3]. None: too few points.
+    """
+    w = np.array([0.2126, 0.7152, 0.0722])
+    ratio = (np.asarray(seen) @ w) / np.maximum(np.asarray(albedo) @ w, 1e-3)
+    ok = np.isfinite(ratio) & (ratio > 0.05) & (ratio < 5)
+    light = _fit_light(ratio[ok], np.asarray(normals)[ok])
+    if light is None:
+        return None
+    shade = light[0] + normals_px @ light[1:]
+    lo, hi = np.percentile(ratio[ok], [2, 98])
+    return _finish(shade, covered, max(lo, 1 / (2 * MAX_GAIN)), min(hi, 2 * MAX_GAIN))
 
 
 def _robust_median(lab: np.ndarray) -> np.ndarray | None:

@@ -267,11 +267,12 @@ def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig
     frags = rasterize(v, faces, camera)
     matte = alpha & ~_fill.clothing_mask(crop, alpha, lm, cols.skin)
     if reference is not None and config.align:  # on the photos as taken: de-shading needs the pose
-        ids, ref_c = reference
+        ids, ref_c, _ = reference
         camera, info = _align.align_camera(camera, crop, matte, v[ids], normals[ids], ref_c, v, faces)
         if info["used"]:
             frags = rasterize(v, faces, camera)
-    crop, _ = _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config)
+    crop = _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config) if reference is not None \
+        else _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config)[0]
     direct = replace(config, mirror=False)
     lip = float(lm[_fill.LOWER_LIP_ID, 1])
     out = []
@@ -288,13 +289,11 @@ def _fuse_extras(extras, first, raw, geo, v, faces, normals, camera, cols, frame
     tex = ([first[0]], [first[1]])
     ver = ([first[2]], [first[3]])
     # What the input view sees squarely (not its mirror fill): the reference the others align to.
-    to_cam = camera.center - v
-    cos = np.einsum("nk,nk->n", normals, to_cam / np.linalg.norm(to_cam, axis=1, keepdims=True))
-    ids = np.nonzero((first[3] >= config.full_weight) & (cos > 0.5))[0]
+    ids = np.nonzero((first[3] >= config.full_weight) & (_facing(camera, v, normals) > 0.5))[0]
     ref = sample_bilinear(raw, camera.project(v[ids])[0])  # the input photo as taken (not de-shaded)
     for i, view in enumerate(extras):
         ctx.check_cancelled()
-        tc, tw, vc, vw = _observe(view, geo, v, faces, normals, cols, frame, config, (ids, ref))
+        tc, tw, vc, vw = _observe(view, geo, v, faces, normals, cols, frame, config, (ids, ref, first[2][ids]))
         # exposure matched where the input view itself (not its mirror fill) sees the head
         direct = np.zeros(len(v), np.float32)
         direct[ids] = first[3][ids]
@@ -304,9 +303,31 @@ def _fuse_extras(extras, first, raw, geo, v, faces, normals, camera, cols, frame
         tex[1].append(tw)
         ver[0].append(np.clip(vc * gain, 0, 1))
         ver[1].append(vw)
+    # The input view's mirror fill yields where another photo sees the true side.
+    for (cs, ws), (p, n) in ((tex, (geo.points, geo.normals)), (ver, (v, normals))):
+        ws[0] = _fuse.demote_mirror(ws[0], _facing(camera, p, n), ws[1:], config.min_cos, config.cos_ramp,
+                                    config.full_weight)
     tex_c, tex_w = _fuse.fuse(*tex)
     ver_c, ver_w = _fuse.fuse(*ver)
     return tex_c, tex_w, ver_c, ver_w
+
+
+def _facing(camera, points, normals) -> np.ndarray:
+    """[N] cosine between the normals and the directions to the camera."""
+    to_cam = camera.center - points
+    return np.einsum("nk,nk->n", normals, to_cam / np.maximum(np.linalg.norm(to_cam, axis=1, keepdims=True), 1e-12))
+
+
+def _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config: ProjectionConfig):
+    """A further photo de-shaded onto the input view's albedo (``_skin.shading_from_reference``)."""
+    if not config.deshade:
+        return crop
+    ids, _, albedo = reference
+    use = _align._usable(camera, matte, v[ids], normals[ids], v, frags)
+    seen = sample_bilinear(crop, camera.project(v[ids][use])[0])
+    n_px, covered = _skin.pixel_normals(v, faces, normals, frags)
+    shade = _skin.shading_from_reference(n_px, covered, seen, normals[ids][use], albedo[use])
+    return crop if shade is None else np.clip(crop / shade[..., None], 0, 1).astype(np.float32)
 
 
 def _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config: ProjectionConfig):

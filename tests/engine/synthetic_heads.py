@@ -218,7 +218,8 @@ def run_photos(photos: list[np.ndarray], work: Path, size: int = 256, texture_si
 
 def view_psnr(head, res, truth: TruthHead, azimuths, elevation: float = 0.0, size: int = 128,
               ambient: float = 0.6, save: Path | None = None) -> float:
-    """PSNR (dB) of the generated head's renders against the truth's, over ``azimuths``, on grey."""
+    """PSNR (dB) of the generated head's renders against the truth's over ``azimuths``, on the
+    pixels either head covers (the background they share would only dilute the difference)."""
     from engine.multiview import projection
     from engine.multiview._shade import render_rgba
     from recon.cameras import orbit_camera
@@ -237,7 +238,8 @@ def view_psnr(head, res, truth: TruthHead, azimuths, elevation: float = 0.0, siz
         def on_grey(x):
             x = x.astype(np.float64) / 255
             return x[..., :3] * x[..., 3:] + 0.5 * (1 - x[..., 3:])
-        err.append(((on_grey(a) - on_grey(b)) ** 2).mean())
+        head_px = (a[..., 3] > 0) | (b[..., 3] > 0)  # the head, not the shared background
+        err.append(((on_grey(a) - on_grey(b)) ** 2)[head_px].mean())
         if save is not None:
             from PIL import Image
 
