@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-size", type=int, default=None, help="texture size in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+    sub.add_parser("warmup", help="build the template and texture caches once (the first run is then fast)")
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
     return parser
@@ -166,6 +167,11 @@ def _silence_native_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "warmup":
+        from .warmup import warm_caches
+
+        print(json.dumps(warm_caches()))
+        return EXIT_OK
     if args.command == "doctor":
         from .doctor import report
 

@@ -17,3 +17,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
   touch "$stamp"
 fi
+# Build the template and texture caches now, so the first generate is as fast as the rest.
+.venv/bin/python -m engine warmup >/dev/null
