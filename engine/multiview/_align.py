@@ -64,18 +64,23 @@ def align_camera(camera: Camera, image: np.ndarray, mask: np.ndarray, points: np
 
     blurred = _blurred(image)
     best = None
+    s = image.shape[0]
+    small = max(32, s // SEARCH_SCALE)
+    mask_small = mask[:: s // small, :: s // small][:small, :small] if s >= small else mask
     for deg in ORBIT_SEARCH:
         cam = orbited(camera, deg)
-        frags = rasterize(vertices, faces, cam)
-        idx = _usable(cam, mask, points, normals, vertices, frags)
+        # visibility at a quarter of the size: the search only ranks poses
+        low = cam.resized(small, small)
+        idx = _usable(low, mask_small, points, normals, vertices, rasterize(vertices, faces, low))
         if len(idx) < 200:
             continue
         cost = _mean_cost(cam, blurred, points[idx], np.asarray(colours, np.float64)[idx])
         if best is None or cost < best[0]:
-            best = (cost, deg, cam, frags)
+            best = (cost, deg, cam)
     if best is None:
         return camera, {"used": False, "orbit_deg": 0.0}
-    cost, deg, cam, frags = best
+    cost, deg, cam = best
+    frags = rasterize(vertices, faces, cam)
     refined, info = refine_camera(cam, image, mask, points, normals, colours, vertices, frags)
     info.update(orbit_deg=float(deg), used=info["used"] or deg != 0)
     log.info("camera aligned: orbit %+.1f°, then %.2f° / %.3f m", deg, info["moved_deg"], info["moved_m"])
@@ -83,7 +88,9 @@ def align_camera(camera: Camera, image: np.ndarray, mask: np.ndarray, points: np
 
 
 #: Orbit angles (degrees) tried around the landmark camera before the fine refinement.
-ORBIT_SEARCH = tuple(np.arange(-60.0, 60.1, 5.0))
+ORBIT_SEARCH = tuple(np.arange(-60.0, 60.1, 7.5))
+#: The orbit search rasterises at 1/SEARCH_SCALE of the photo's size.
+SEARCH_SCALE = 4
 
 
 def _blurred(image: np.ndarray) -> np.ndarray:

@@ -184,7 +184,8 @@ def shading_from_reference(normals_px: np.ndarray, covered: np.ndarray, seen: np
         return None
     shade = light[0] + normals_px @ light[1:]
     lo, hi = np.percentile(ratio[ok], [2, 98])
-    return _finish(shade, covered, max(lo, 1 / (2 * MAX_GAIN)), min(hi, 2 * MAX_GAIN))
+    # the same bounds as the input view's: a wider gain blows skin out to white at the rim
+    return _finish(shade, covered, max(lo, 1 / MAX_GAIN), min(hi, MAX_GAIN))
 
 
 def _robust_median(lab: np.ndarray) -> np.ndarray | None:
