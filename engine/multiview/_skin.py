@@ -38,7 +38,7 @@ OUTLIER_DELTA_E = 18.0
 #: Least skin pixels for a region's median (fewer: the region falls back to the face).
 MIN_PIXELS = 40
 #: The de-shading factor is kept within [1/MAX_GAIN, MAX_GAIN].
-MAX_GAIN = 1.8
+MAX_GAIN = 1.4
 #: CIE76 ΔE from the face's skin below which a pixel is de-shaded fully, above which not at all.
 SKIN_LIKE_DELTA_E = (10.0, 20.0)
 
