@@ -15,6 +15,10 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
    no seam shows; grazing texels, non-skin colours on the ears, clothing below the jaw
    (out of the matte) and the downward-facing underside of the chin take no photo; the
    hair colour is the median (Lab) of the projected hair texels the fill meets;
+   The photo's shading is taken out first and the skin is estimated per region, face and
+   neck (``_skin``); further photos of the person (``extras``) are aligned to the input
+   view photometrically (``_align``), de-shaded onto its albedo and fused by view angle
+   with matched exposure (``_fuse``);
 5. N views are rendered around the head (layouts) with a soft Lambert shading and
    anti-aliased silhouettes (``_shade``), written with ``write_views``; the textured mesh
    goes to ``mesh/head.glb``.
