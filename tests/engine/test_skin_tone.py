@@ -26,7 +26,7 @@ def test_shading_field_recovers_a_known_light():
     field, fitted = _skin.shading_field(crop, inside, n, inside, to_cam)
     assert fitted is not None
     expected = shade / (light[0] + light[1:] @ to_cam)
-    inner = (np.linalg.norm(n[..., [0, 2]], axis=-1) < 0.8) & (np.abs(expected - 1) < 0.4)  # off the rim (blur)
+    inner = (np.linalg.norm(n[..., [0, 2]], axis=-1) < 0.8) & (np.abs(expected - 1) < 0.25)  # off the rim (blur), within MAX_GAIN
     assert np.abs(field[inner] - expected[inner]).max() < 0.03
     flat = crop[inner] / field[inner][:, None]
     assert np.abs(flat - albedo * (light[0] + 0.5)).max() < 0.02  # one colour once de-shaded
