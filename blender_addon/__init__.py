@@ -6,7 +6,7 @@ are bpy-free and import anywhere.
 """
 from __future__ import annotations
 
-_MODULES = ("props", "prefs", "operators", "panel", "preview")
+_MODULES = ("props", "photos", "prefs", "operators", "panel", "preview")
 
 
 def _modules():

@@ -52,7 +52,7 @@ class GenerateSettings:
     """Arguments of ``engine generate``; ``None`` leaves the engine's default."""
 
     photo: str
-    """The portrait photo."""
+    """The portrait photo (the input view)."""
     output_dir: str
     """The run directory to create (must not exist unless ``overwrite``)."""
     backend: str = "auto"
@@ -77,11 +77,13 @@ class GenerateSettings:
     """Replace an existing run directory."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    extra_photos: tuple[str, ...] = ()
+    """More photos of the same person (after ``photo`` on the command line)."""
 
 
 def generate_args(s: GenerateSettings) -> list[str]:
     """The engine's command-line arguments after ``-m engine`` (a list: no shell)."""
-    args = ["generate", str(s.photo), "-o", str(s.output_dir), "--json",
+    args = ["generate", str(s.photo), *map(str, s.extra_photos), "-o", str(s.output_dir), "--json",
             "--backend", s.backend, "--recon", s.recon, "--device", s.device]
     for flag, value in (("--views", s.views), ("--resolution", s.resolution), ("--steps", s.steps),
                         ("--guidance", s.guidance), ("--seed", s.seed)):

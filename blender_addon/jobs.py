@@ -31,6 +31,10 @@ def make_settings(values: dict, models_dir: str = "") -> tuple[client.GenerateSe
         raise GenerateError("no photo given")
     if not os.path.isfile(photo):
         raise GenerateError(f"{photo}: no such file")
+    extra = tuple(bpy.path.abspath(p) for p in values.get("extra_photos", ()) if p)
+    for p in extra:
+        if not os.path.isfile(p):
+            raise GenerateError(f"{p}: no such file")
     parent = bpy.path.abspath(values.get("output_dir", "")) or _default_output()
     name = bpy.path.clean_name(Path(photo).stem) or "photo"
     run_dir = client.unique_run_dir(parent, name)
@@ -38,7 +42,7 @@ def make_settings(values: dict, models_dir: str = "") -> tuple[client.GenerateSe
     settings = client.GenerateSettings(
         photo=photo, output_dir=str(run_dir), backend=backend, views=values.get("views"),
         resolution=values.get("resolution"), steps=values.get("steps"), guidance=values.get("guidance"),
-        seed=values.get("seed"), recon=values.get("recon", "auto"), models_dir=models_dir)
+        seed=values.get("seed"), recon=values.get("recon", "auto"), models_dir=models_dir, extra_photos=extra)
     return settings, run_dir.name
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import bake, jobs, prefs, props
+from . import bake, jobs, photos, prefs, props
 
 
 class GEN3DFACE_OT_generate(bpy.types.Operator):
@@ -49,6 +49,7 @@ class GEN3DFACE_OT_generate(bpy.types.Operator):
                 values[key] = getattr(self, key)
         if self.filepath:
             values["photo"] = self.filepath
+        values["extra_photos"] = photos.extra_photos(context)
         return values
 
     def execute(self, context):

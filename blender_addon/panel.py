@@ -5,7 +5,7 @@ import os
 
 import bpy
 
-from . import jobs, prefs, preview
+from . import jobs, photos, prefs, preview
 from .operators import GEN3DFACE_OT_bake_selected, GEN3DFACE_OT_cancel, GEN3DFACE_OT_generate
 
 
@@ -19,6 +19,7 @@ def draw_panel(layout, context) -> None:
         layout.template_icon(icon_value=preview.photo_icon(photo), scale=6.0)
     elif settings.photo:
         layout.label(text="Photo not found", icon="ERROR")
+    photos.draw(layout, context)
     col = layout.column(align=True)
     col.prop(settings, "backend")
     col.prop(settings, "views")

@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gen3dface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
     p = sub.add_parser("generate", help="photo → textured head, views and cameras")
-    p.add_argument("photo", type=Path)
+    p.add_argument("photo", type=Path, nargs="+",
+                   help="one or more photos of one person (any order; the first is the input view; at most 16)")
+    p.add_argument("--skip-bad", action="store_true", help="skip photos without a usable face (warning) instead of failing")
+    p.add_argument("--shared-expression", action="store_true", help="fit one expression to all photos")
     _generate_options(p)
     p = sub.add_parser("demo", help="generate from the bundled portrait (skimage's astronaut, public domain)")
     _generate_options(p, default_output=Path("gen3dface-demo"))
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bake import add_parser as add_bake_parser
 
     _common(add_bake_parser(sub))
+    sub.add_parser("warmup", help="build the template and texture caches once (the first run is then fast)")
     p = sub.add_parser("doctor", help="JSON report of Python, torch, devices, mediapipe and model files")
     p.add_argument("--models-dir", type=Path, default=None)
     from .batch import add_parser as add_batch  # tools with their own handler (args.handler)
@@ -170,7 +174,8 @@ def _run(args, ctx: RunContext) -> dict:
                             guidance=args.guidance, seed=args.seed, recon=args.recon, recon_steps=args.recon_steps,
                             recon_resolution=args.recon_resolution, texture_size=args.texture_size,
                             uv_layout=args.uv,
-                            weights=args.weights)
+                            weights=args.weights, skip_bad=getattr(args, "skip_bad", False),
+                            shared_expression=getattr(args, "shared_expression", False))
     return generate(photo, args.output, config, ctx, overwrite=args.overwrite)
 
 
@@ -207,6 +212,11 @@ def _tool(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "warmup":
+        from .warmup import warm_caches
+
+        print(json.dumps(warm_caches()))
+        return EXIT_OK
     if args.command == "doctor":
         from .doctor import report
 

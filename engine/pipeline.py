@@ -50,6 +50,10 @@ class GenerateConfig:
     """Diffusion model folder (None: look in the models folder)."""
     uv_layout: str = "xatlas"
     """UV layout of the recon mesh: "xatlas" charts, or "template" (the prior's fixed layout)."""
+    skip_bad: bool = False
+    """With several photos: skip (with a warning) a photo without a usable face instead of failing."""
+    shared_expression: bool = False
+    """With several photos: fit one expression to all of them (else one per photo)."""
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -110,29 +114,33 @@ class Stages:
             log.info("stage %s: %.2f s", name, self.timings[name])
 
 
-def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext, overwrite: bool = False) -> dict:
-    """Run the whole job; return the manifest written to ``output/result.json``."""
-    from . import preprocess, prior
+def generate(photo, output: Path, config: GenerateConfig, ctx: RunContext, overwrite: bool = False) -> dict:
+    """Run the whole job; return the manifest written to ``output/result.json``.
 
-    photo = Path(photo)
+    photo: one path or a list of photos of one person (the first is the input view; ``multiphoto``).
+    """
+    from . import multiphoto, preprocess, prior
+
+    photos = multiphoto.check_photos([photo] if isinstance(photo, (str, Path)) else list(photo))
     run_dir = RunDir(output, overwrite=overwrite)
     run_dir.check()
-    if not photo.is_file():
-        raise BadInput(photo, "file not found" if not photo.exists() else "not a regular file", "not_found")
     with run_dir as tmp:
         backend, weights = _choose_backend(config, ctx)
         use_recon = config.recon == "on" or (config.recon == "auto" and backend == "diffusion")
         stages = Stages(ctx, ["preprocess", "prior", backend] + (["recon"] if use_recon else []))
         # 1. Photo → oriented RGB, 478 landmarks, head crop with matte, input intrinsics.
+        #    Several photos: each one; the first usable one is the input view.
         with stages("preprocess"):
-            pre = preprocess.run(photo, tmp, preprocess.PreprocessConfig(size=config.resolution), ctx)
+            pres = multiphoto.preprocess_all(photos, tmp, preprocess.PreprocessConfig(size=config.resolution), ctx,
+                                             skip_bad=config.skip_bad)
+            photo, pre = pres[0]
             ctx.preview(tmp / "input" / "crop.png")  # paths in previews are valid while the run lasts
-        # 2. Head model fitted to the landmarks: mesh in the Blender world + input camera.
+        # 2. Head model fitted to the landmarks (of every photo): mesh in the Blender world + cameras.
         with stages("prior"):
-            head = prior.run(pre, tmp, prior.PriorConfig(), ctx)
+            head, extras = multiphoto.fit_prior(pres, tmp, prior.PriorConfig(), ctx, config.shared_expression)
         # 3. Views all around the head + transforms.json (+ the textured prior for projection).
         with stages(backend):
-            outputs = _multiview(backend, weights, pre, head, tmp, config, ctx)
+            outputs = _multiview(backend, weights, pre, head, tmp, config, ctx, extras)
             ctx.preview(tmp / "views" / "view_000.png")
         # 4. Neural surface from the views → textured mesh.
         if use_recon:
@@ -142,6 +150,7 @@ def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext,
             "generate", photo,
             config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             backend=backend, head_model=head.model, recon=use_recon,
+            photos=[str(Path(p).resolve()) for p, _ in pres],
             timings=stages.timings, outputs=outputs, warnings=ctx.warnings,
         )
         ctx.check_cancelled()
@@ -149,7 +158,8 @@ def generate(photo: Path, output: Path, config: GenerateConfig, ctx: RunContext,
     return {**result, "run_dir": str(final)}
 
 
-def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfig, ctx: RunContext) -> dict:
+def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfig, ctx: RunContext,
+               extras=()) -> dict:
     outputs = {"photo": "input/photo.png", "crop": "input/crop.png", "landmarks": "input/landmarks.json",
                "input_camera": "input/camera.json", "prior": "prior/head.glb", "prior_params": "prior/params.json",
                "views": "views", "transforms": "transforms.json"}
@@ -157,10 +167,14 @@ def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfi
         from .multiview import projection
 
         cfg = projection.ProjectionConfig(n_views=config.views or 16, size=config.resolution)
-        projection.run(pre.crop, head, run_dir, cfg, ctx, landmarks=pre.landmarks_crop)
+        projection.run(pre.crop, head, run_dir, cfg, ctx, landmarks=pre.landmarks_crop, extras=extras)
         outputs["mesh"] = "mesh/head.glb"
     else:
         from .multiview import diffusion
+
+        if extras:  # the supported model families were trained with one reference view
+            ctx.warn("extra_photos_unused", "the diffusion model was trained with one reference photo; using the "
+                     f"first and not {', '.join(str(e.path) for e in extras)}")
 
         cfg = diffusion.DiffusionConfig(n_views=config.views, steps=config.steps, guidance=config.guidance,
                                         seed=config.seed)

@@ -25,3 +25,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,eval]"
   echo "$want" > "$stamp"
 fi
+# Build the template and texture caches now, so the first generate is as fast as the rest.
+.venv/bin/python -m engine warmup >/dev/null

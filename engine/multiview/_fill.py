@@ -122,6 +122,7 @@ def estimate_colours(
     alpha: np.ndarray,
     landmarks: np.ndarray | None,
     frontal_colours: np.ndarray,
+    skin: np.ndarray | None = None,
 ) -> Colours:
     """Skin and hair colours from the photo (see ``Colours``).
 
@@ -131,10 +132,11 @@ def estimate_colours(
     crop: float32 [S, S, 3] in [0, 1]; alpha: bool [S, S] foreground;
     landmarks: [478, 2|3] crop pixels (mediapipe) or None;
     frontal_colours: [N, 3] colours of squarely seen face points (fallback for skin).
+    skin: [3] the skin colour when already known (``_skin.estimate``), else estimated here.
     """
     from skimage.color import rgb2lab
 
-    skin = _skin(crop, landmarks, frontal_colours)
+    skin = _skin(crop, landmarks, frontal_colours) if skin is None else np.asarray(skin, np.float32)
     above, beside = _hair_candidates(alpha, landmarks)
     if above.sum() < 8:  # the crop cuts the head at the forehead: no evidence either way
         return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
@@ -292,17 +294,18 @@ def hair_variation(points: np.ndarray, hair: np.ndarray, spread: float, frame: H
     return (np.asarray(hair, np.float32)[None] * light[:, None]).clip(0, 1).astype(np.float32)
 
 
-def scalp_colours(points: np.ndarray, colours: Colours, frame: HeadFrame) -> np.ndarray:
+def scalp_colours(points: np.ndarray, colours: Colours, frame: HeadFrame, skin: np.ndarray | None = None) -> np.ndarray:
     """[N, 3] what the unseen head looks like at ``points``: hair on the scalp, skin elsewhere
-    (skin everywhere for a bald head)."""
-    if colours.hair_state == "bald":
-        return np.broadcast_to(colours.skin, (len(points), 3)).astype(np.float32)
-    h = hair_prior(points, points, frame, colours.side_hair)
+    (skin everywhere for a bald head). skin: [N, 3] the skin per point (``_skin.SkinTone.colour_at``;
+    None: ``colours.skin`` everywhere)."""
     out = np.empty((len(points), 3), np.float32)
-    out[:] = colours.skin
+    out[:] = colours.skin if skin is None else skin
+    if colours.hair_state == "bald":
+        return out
+    h = hair_prior(points, points, frame, colours.side_hair)
     on = np.nonzero(h > 0)[0]  # the hair pattern only where there is hair (it costs ~1 µs a point)
     hv = hair_variation(np.asarray(points)[on], colours.hair, colours.hair_spread, frame)
-    out[on] = (1 - h[on, None]) * colours.skin + h[on, None] * hv
+    out[on] = (1 - h[on, None]) * out[on] + h[on, None] * hv
     return out
 
 

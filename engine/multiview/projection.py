@@ -15,6 +15,10 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
    no seam shows; grazing texels, non-skin colours on the ears, clothing below the jaw
    (out of the matte) and the downward-facing underside of the chin take no photo; the
    hair colour is the median (Lab) of the projected hair texels the fill meets;
+   The photo's shading is taken out first and the skin is estimated per region, face and
+   neck (``_skin``); further photos of the person (``extras``) are aligned to the input
+   view photometrically (``_align``), de-shaded onto its albedo and fused by view angle
+   with matched exposure (``_fuse``);
 5. N views are rendered around the head (layouts) with a soft Lambert shading and
    anti-aliased silhouettes (``_shade``), written with ``write_views``; the textured mesh
    goes to ``mesh/head.glb``.
@@ -26,8 +30,9 @@ import json
 import logging
 import os
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -37,10 +42,10 @@ from engine.paths import cache_dir
 from recon.cameras import Camera
 from recon.export import write_glb
 from recon.raster import rasterize, vertex_normals
-from recon.texture import project_points, texel_geometry, to_float
+from recon.texture import project_points, sample_bilinear, texel_geometry, to_float
 from recon.uv import dilate, rasterize_uv, unwrap
 
-from . import _fill
+from . import _align, _fill, _fuse, _skin
 from ._shade import render_rgba
 from .layouts import get_layout
 from .views import write_views
@@ -87,6 +92,11 @@ class ProjectionConfig:
     """Samples per pixel side on the views' silhouettes (anti-aliased alpha; 1 = hard edges)."""
     unwrap_padding: int = 4
     """Texels between UV charts (xatlas padding at ``texture_size``)."""
+    deshade: bool = True
+    """Take the photo's shading out of the crop (a light fitted to the skin on the fitted head's
+    normals, ``_skin``) and estimate the skin per region (face, neck) from the de-shaded crop."""
+    align: bool = True
+    """Refine each further photo's camera photometrically against the input view (``_align``)."""
     cache_uv: bool = True
     """Reuse the xatlas atlas of a mesh topology (keyed by its faces) from the cache folder:
     a fitted head keeps its template's topology, and unwrapping takes seconds."""
@@ -132,6 +142,7 @@ def run(
     config: ProjectionConfig,
     ctx: RunContext,
     landmarks: np.ndarray | None = None,
+    extras=(),
 ) -> ProjectionResult:
     """Texture the prior head from the crop and render the views; see the module docstring.
 
@@ -141,6 +152,8 @@ def run(
     landmarks: mediapipe landmarks [478, 2|3] in crop pixels, for the skin and hair colours;
         None: ``prior.landmarks_crop``, else the "crop" points of ``run_dir/input/landmarks.json``
         (written by preprocess), else colours from the mesh's frontal points.
+    extras: further photos of the person (``engine.multiphoto.ExtraView``: crop, camera on
+        this head, landmarks), fused into the texture by view angle with matched exposure.
     """
     run_dir = Path(run_dir)
     total = 6
@@ -153,7 +166,7 @@ def run(
     normals = vertex_normals(v, faces)
     # 2.–4. Photo where seen, hair/skin fill elsewhere.
     lm = _landmarks(landmarks, prior, run_dir)
-    tex = _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, config, ctx)
+    tex = _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, config, ctx, extras)
     cols, texture8 = tex.colours, tex.texture
     skin, hair = cols.skin, cols.hair
     # 5. Views around the head.
@@ -175,30 +188,35 @@ def run(
     ctx.progress(5, total, "writing mesh/head.glb")
     mesh_path = write_glb(run_dir / "mesh" / "head.glb", vs, faces_split, uvs, texture8, ns)
     ctx.progress(total, total, "done")
-    colours = {"skin": skin.tolist(), "hair": hair.tolist(), "hair_state": cols.hair_state}
+    colours = {"skin": skin.tolist(), "hair": hair.tolist(), "hair_state": cols.hair_state,
+               "neck": (tex.tone.neck if tex.tone is not None else skin).tolist()}
     log.info("projection: skin %s hair %s, %d views", np.round(skin, 3), np.round(hair, 3), len(images))
     return ProjectionResult(mesh_path, transforms, texture8, colours, tex.seen)
 
 
 @dataclass(frozen=True)
 class _Texture:
-    """texture: uint8 [T, T, 3]; seen: float32 [T, T] photo weight; colours: ``_fill.Colours``."""
+    """texture: uint8 [T, T, 3]; seen: float32 [T, T] photo weight; colours: ``_fill.Colours``;
+    tone: the de-shaded skin per region (``_skin.SkinTone``) or None."""
 
     texture: np.ndarray
     seen: np.ndarray
     colours: "_fill.Colours"
+    tone: "_skin.SkinTone | None" = None
 
 
 def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, config: ProjectionConfig,
-             ctx: RunContext) -> _Texture:
+             ctx: RunContext, extras=()) -> _Texture:
     """Steps 2–4 of the module docstring: project, estimate the colours, fill, blend."""
     ctx.progress(1, 6, "projecting the photo")
     geo = texel_geometry(v, faces, uvs, faces_split, config.texture_size,
                          uv_raster=_uv_raster(uvs, faces_split, config) if config.cache_uv else None)
     frags = rasterize(v, faces, camera)
+    raw = crop
+    crop, tone = _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config)
     ver_c0, ver_w0 = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
     frontal = ver_c0[_frontal(ver_w0, normals)]
-    cols = _fill.estimate_colours(crop, alpha, lm, frontal)
+    cols = _fill.estimate_colours(crop, alpha, lm, frontal, skin=None if tone is None else tone.face)
     if cols.hair_state == "unknown":
         ctx.warn("hair_colour_default", "no hair visible above the forehead; using a default hair colour")
     # Clothing below the jaw is not the neck's colour: out of the matte, so neither the direct
@@ -220,13 +238,19 @@ def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, confi
     full = np.nonzero(tex_w >= config.full_weight)[0]  # only these can count (saves ~0.3 s)
     hairness = _fill.hair_prior(v, geo.points[full], frame, cols.side_hair)
     cols = _fill.hair_from_texels(cols, tex_c[full], tex_w[full], hairness, config.full_weight)
+    if extras:  # further photos of the person: colours fused by view angle, exposure matched
+        tex_c, tex_w, ver_c, ver_w = _fuse_extras(extras, (tex_c, tex_w, ver_c, ver_w), raw, geo, v, faces,
+                                                  normals, camera, cols, frame, config, ctx)
     ctx.progress(2, 6, "filling the unseen side")
     # The unseen head: hair on the scalp / skin (per texel, so the hair keeps fine streaks),
     # plus a smooth correction on the mesh that meets the photo's colours without a seam.
-    base_v = _fill.scalp_colours(v, cols, frame)
+    def skin_at(p):
+        return None if tone is None else tone.colour_at(p)
+
+    base_v = _fill.scalp_colours(v, cols, frame, skin_at(v))
     correction = _fill.fill_correction(v, faces, ver_c, np.clip(ver_w / config.full_weight, 0, 1), base_v,
                                        decay_length=config.fill_decay)
-    fill_texels = _fill.scalp_colours(geo.points, cols, frame) + np.einsum(
+    fill_texels = _fill.scalp_colours(geo.points, cols, frame, skin_at(geo.points)) + np.einsum(
         "nk,nkc->nc", geo.bary, correction[faces[geo.face]])
     blend = _fill._smoothstep(tex_w, 0.0, config.full_weight)[:, None]
     texture = np.zeros((config.texture_size, config.texture_size, 3), np.float32)
@@ -234,7 +258,96 @@ def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, confi
     seen = np.zeros((config.texture_size, config.texture_size), np.float32)
     seen[geo.rows, geo.cols] = tex_w
     texture8 = dilate(np.clip(np.rint(texture * 255), 0, 255).astype(np.uint8), geo.mask, config.unwrap_padding + 4)
-    return _Texture(texture8, seen, cols)
+    return _Texture(texture8, seen, cols, tone)
+
+
+def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig, reference=None):
+    """(tex_c, tex_w, ver_c, ver_w) of one further photo (``multiphoto.ExtraView``): direct
+    projection only (the mirror is the input view's), shading taken out, clothing, ears
+    hidden by hair and the grazing underside of the chin gated as for the input view."""
+    crop, alpha, camera = _check_inputs(view.crop, SimpleNamespace(vertices=v, faces=faces, camera=view.camera),
+                                        Path(view.path))
+    lm = np.asarray(view.landmarks, np.float64)
+    frags = rasterize(v, faces, camera)
+    matte = alpha & ~_fill.clothing_mask(crop, alpha, lm, cols.skin)
+    if reference is not None and config.align:  # on the photos as taken: de-shading needs the pose
+        ids, ref_c, _ = reference
+        camera, info = _align.align_camera(camera, crop, matte, v[ids], normals[ids], ref_c, v, faces)
+        if info["used"]:
+            frags = rasterize(v, faces, camera)
+    crop = _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config) if reference is not None \
+        else _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config)[0]
+    direct = replace(config, mirror=False)
+    lip = float(lm[_fill.LOWER_LIP_ID, 1])
+    out = []
+    for p, n in ((geo.points, geo.normals), (v, normals)):
+        c, w = _project(p, n, v, faces, crop, matte, camera, frags, direct)
+        w = w * _fill.ear_gate(p, c, cols.skin, frame) * _fill.chin_gate(p, n, camera.project(p)[0][:, 1], lip)
+        out += [c, w]
+    return tuple(out)
+
+
+def _fuse_extras(extras, first, raw, geo, v, faces, normals, camera, cols, frame, config: ProjectionConfig,
+                 ctx: RunContext):
+    """The input view's (tex_c, tex_w, ver_c, ver_w) fused with every further photo's (``_fuse``)."""
+    tex = ([first[0]], [first[1]])
+    ver = ([first[2]], [first[3]])
+    # What the input view sees squarely (not its mirror fill): the reference the others align to.
+    ids = np.nonzero((first[3] >= config.full_weight) & (_facing(camera, v, normals) > 0.5))[0]
+    ref = sample_bilinear(raw, camera.project(v[ids])[0])  # the input photo as taken (not de-shaded)
+    for i, view in enumerate(extras):
+        ctx.check_cancelled()
+        tc, tw, vc, vw = _observe(view, geo, v, faces, normals, cols, frame, config, (ids, ref, first[2][ids]))
+        # exposure matched where the input view itself (not its mirror fill) sees the head
+        direct = np.zeros(len(v), np.float32)
+        direct[ids] = first[3][ids]
+        gain = _fuse.exposure_gain(first[2], direct, vc, vw)
+        log.info("photo %s: exposure gain %s", view.path, np.round(gain, 3))
+        tex[0].append(np.clip(tc * gain, 0, 1))
+        tex[1].append(tw)
+        ver[0].append(np.clip(vc * gain, 0, 1))
+        ver[1].append(vw)
+    # The input view's mirror fill yields where another photo sees the true side.
+    for (cs, ws), (p, n) in ((tex, (geo.points, geo.normals)), (ver, (v, normals))):
+        ws[0] = _fuse.demote_mirror(ws[0], _facing(camera, p, n), ws[1:], config.min_cos, config.cos_ramp,
+                                    config.full_weight)
+    tex_c, tex_w = _fuse.fuse(*tex)
+    ver_c, ver_w = _fuse.fuse(*ver)
+    return tex_c, tex_w, ver_c, ver_w
+
+
+def _facing(camera, points, normals) -> np.ndarray:
+    """[N] cosine between the normals and the directions to the camera."""
+    to_cam = camera.center - points
+    return np.einsum("nk,nk->n", normals, to_cam / np.maximum(np.linalg.norm(to_cam, axis=1, keepdims=True), 1e-12))
+
+
+def _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config: ProjectionConfig):
+    """A further photo de-shaded onto the input view's albedo (``_skin.shading_from_reference``)."""
+    if not config.deshade:
+        return crop
+    ids, _, albedo = reference
+    use = _align._usable(camera, matte, v[ids], normals[ids], v, frags)
+    seen = sample_bilinear(crop, camera.project(v[ids][use])[0])
+    n_px, covered = _skin.pixel_normals(v, faces, normals, frags)
+    shade = _skin.shading_from_reference(n_px, covered, seen, normals[ids][use], albedo[use])
+    return crop if shade is None else np.clip(crop / shade[..., None], 0, 1).astype(np.float32)
+
+
+def _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config: ProjectionConfig):
+    """(crop [S, S, 3], SkinTone | None): the crop with the photo's shading taken out and the
+    skin per region (``_skin``); the crop unchanged and None without landmarks or enough skin."""
+    if lm is None or not config.deshade or len(lm) <= max(_skin.FOREHEAD_IDS + _skin.CHEEK_IDS):
+        return crop, None
+    rough = _fill.estimate_colours(crop, alpha, lm, np.zeros((0, 3))).skin  # for the clothing test only
+    cloth = _fill.clothing_mask(crop, alpha, lm, rough)
+    n_px, covered = _skin.pixel_normals(v, faces, normals, frags)
+    chin = _skin.chin_height(v, normals, camera, lm)
+    try:
+        return _skin.estimate(crop, alpha, lm, n_px, covered, camera, cloth, chin)[::-1]
+    except ValueError as exc:
+        log.info("skin tone from the plain crop: %s", exc)
+        return crop, None
 
 
 def _check_inputs(crop_rgba, prior, run_dir: Path) -> tuple[np.ndarray, np.ndarray, Camera]:

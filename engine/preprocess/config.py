@@ -59,6 +59,9 @@ class PreprocessConfig:
     matte_eps: float = 1e-3
     """Regularisation of the guided filter: smaller follows image edges (hair) more closely."""
 
+    occluders: bool = True
+    """Take the hands mediapipe finds in the crop out of the matte (``occluders``): not painted on the head."""
+
     alpha_hint: bool = True
     """Use the photo's own alpha. When at least ``cutout_fraction`` of the photo is
     transparent the photo is a cut-out and its alpha IS the matte (the user already

@@ -73,6 +73,7 @@ def graph(kind: str, **options):
                 "face_detection": lambda: solutions.face_detection.FaceDetection(**options),
                 "face_mesh": lambda: solutions.face_mesh.FaceMesh(**options),
                 "selfie_segmentation": lambda: solutions.selfie_segmentation.SelfieSegmentation(**options),
+                "hands": lambda: solutions.hands.Hands(**options),
             }[kind]
             found = _graphs[key] = factory()
             log.debug("created mediapipe %s %s", kind, options)

@@ -156,9 +156,14 @@ def _body(p: np.ndarray) -> np.ndarray:
     jaw = _ellipsoid(p, (0.0, -0.004, -0.050), (0.060, 0.064, 0.066))
     head = _smin(_smin(cranium, occiput, 0.02), forehead, 0.02)
     head = _smin(head, _smin(cheeks, jaw, 0.02), 0.03)
-    # neck: a cylinder leaning slightly forward, from inside the head down to z = −0.20
+    # neck: leaning slightly forward from inside the head down to z = −0.20, widening below
+    # z = −0.13 into the start of the shoulders (trapezius: much wider than deep), so the
+    # views show a neck that continues into a body rather than a cut cylinder
     axis_y = 0.022 + 0.10 * (p[..., 2] + 0.05)
-    neck = np.hypot(p[..., 0] / 1.05, p[..., 1] - axis_y) - 0.052
+    t = np.clip((-0.13 - p[..., 2]) / 0.07, 0.0, 1.0)
+    t = t * t * (3 - 2 * t)
+    rx, ry = 0.0546 + 0.030 * t, 0.052 + 0.012 * t
+    neck = (np.hypot(p[..., 0] / rx, (p[..., 1] - axis_y) / ry) - 1.0) * np.minimum(rx, ry)
     neck = _smax(neck, p[..., 2] + 0.03, 0.02)
     neck = _smax(neck, -0.1987 - p[..., 2], 0.012)  # cap off the grid planes
     return _smin(head, neck, 0.03)

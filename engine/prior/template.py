@@ -31,7 +31,7 @@ from .model import MEDIAPIPE_POINTS, LandmarkEmbedding
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes: the cache is keyed by it.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Target vertex count after decimating the marching-cubes surface.
 TARGET_VERTICES = 12000
 #: The template's fixed UV atlas: packed for this texture size with this gutter (texels), and

@@ -38,7 +38,7 @@ def test_addon_registers_without_torch(run_bpy):
         def classes():
             # the add-on's own bpy classes, found by walking its modules (not its register lists)
             found = []
-            for name in ("props", "prefs", "operators", "panel", "preview", "jobs", "scene_io", "batch", "bake"):
+            for name in ("props", "prefs", "operators", "panel", "preview", "jobs", "scene_io", "batch", "bake", "photos"):
                 try:
                     mod = importlib.import_module("{PKG}.blender_addon." + name)
                 except ModuleNotFoundError as exc:
@@ -62,7 +62,7 @@ def test_addon_registers_without_torch(run_bpy):
                panel=hasattr(bpy.types, "VIEW3D_PT_gen3dface"))  # before enabling: nothing there
         h.enable()
         for name in ("client", "run_data", "engine_setup", "scene_io", "jobs", "operators", "panel", "prefs", "batch",
-                     "bake"):
+                     "bake", "photos"):
             importlib.import_module("{PKG}.blender_addon." + name)
         loaded = [m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m] is not None]
         h.emit(**state(loaded), views=bpy.context.scene.gen3dface.views)
