@@ -58,3 +58,19 @@ def test_training_with_multi_reference_records_the_count_in_the_model():
     assert build_pipeline(TrainConfig(**base)).conditioner.config.n_references == 0
     pipe = build_pipeline(TrainConfig(**base, conditioning=("multi_reference",), n_references=3))
     assert pipe.conditioner.config.n_references == 3 and "n_references" in pipe.conditioner.config.to_dict()
+
+
+def test_generate_hands_the_further_photo_to_a_multi_reference_model(tmp_path, portrait_path, portrait_array):
+    """The engine end to end: two photos, a model trained with one reference besides the input."""
+    from tests.engine.cli_helpers import run_cli
+
+    folder = write_tiny_model(tmp_path / "m", n_views=2, n_references=1)
+    second = tmp_path / "second.jpg"
+    Image.fromarray(portrait_array).resize((384, 384)).save(second)
+    out = tmp_path / "run"
+    result = run_cli("generate", portrait_path, second, "-o", out, "--json", "--backend", "diffusion", "--weights",
+                     folder, "--recon", "off", "--steps", "1", "--views", "2", "--resolution", "128")
+    assert result.code == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "result.json").read_text())
+    assert not any(w["code"] == "extra_photos_unused" for w in manifest["warnings"])
+    assert json.loads((out / "transforms.json").read_text())["references"] == [str(second)]
