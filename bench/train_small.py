@@ -7,7 +7,7 @@
    and PSNR/SSIM of generated views against the true renders and against the VAE's own
    reconstruction of them (the tiny VAE is random and frozen: that is the ceiling here).
 
-    PYTHONPATH=. OMP_NUM_THREADS=2 python -m bench.train_small --work /tmp/train_small --minutes 3
+    PYTHONPATH=. OMP_NUM_THREADS=2 python -m bench.train_small --work /tmp/train_small --minutes 3 [--conditioning identity_token]
 """
 from __future__ import annotations
 
@@ -76,8 +76,14 @@ def _variant(dataset: Path, work: Path, joint: bool, minutes: float, args) -> di
 
     cfg = TrainConfig(model="tiny", image_size=64, n_targets=4, batch_size=2, max_steps=100000, checkpoint_every=25,
                       validate_every=0, tracker="none", val_items=args.held_out, seed=5, joint_attention=joint,
-                      other_lr=5e-4, unet_lr=2e-4, warmup_steps=20, unet_lr_start=1e-6, cond_dropout=0.05)
-    data = TrainSet(dataset, 64, 4, cfg.seed, cfg.val_items)
+                      other_lr=5e-4, unet_lr=2e-4, warmup_steps=20, unet_lr_start=1e-6, cond_dropout=0.05,
+                      conditioning=tuple(args.conditioning))
+    identity = "identity_token" in cfg.conditioning
+    if identity:
+        from engine.dataset.identity import ensure_identities
+
+        ensure_identities(dataset)
+    data = TrainSet(dataset, 64, 4, cfg.seed, cfg.val_items, identity=identity)
     untrained = TrainModel(build_pipeline(cfg))
     before = _eval_loss(untrained, data, data.val_ids)
     AcceleratorState._reset_state(True)
@@ -109,6 +115,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5.0, help="training wall-time cap per variant")
     p.add_argument("--steps", type=int, default=75, help="optimiser steps per variant (equal for both; a multiple of 25)")
     p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--conditioning", nargs="*", default=[], help="TrainConfig.conditioning, e.g. identity_token")
     args = p.parse_args()
     torch.manual_seed(0)
     dataset = _data(args.work, args.identities, args.views)

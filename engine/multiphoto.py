@@ -4,7 +4,8 @@ The first usable photo is the *input view* (its crop, camera and landmarks go wh
 single photo's would: ``input/``); the others are preprocessed into ``extra/NN/input/``.
 One identity is fitted to all of them (``prior.multifit``): a camera and an expression per
 photo (or one shared expression), one shape. The projection backend fuses their colours
-(``multiview._fuse``); the diffusion backend uses the first (its models take one reference).
+(``multiview._fuse``); the diffusion backend gives the others to a model trained with several
+reference photos (``multi_reference``) and uses the first only otherwise (a warning).
 
 A photo without a usable face is an error naming it (exit 2, nothing written) or, with
 ``skip_bad``, a ``photo_skipped`` warning and the rest are used.

@@ -172,14 +172,11 @@ def _multiview(backend, weights, pre, head, run_dir: Path, config: GenerateConfi
     else:
         from .multiview import diffusion
 
-        if extras:  # the supported model families were trained with one reference view
-            ctx.warn("extra_photos_unused", "the diffusion model was trained with one reference photo; using the "
-                     f"first and not {', '.join(str(e.path) for e in extras)}")
-
         cfg = diffusion.DiffusionConfig(n_views=config.views, steps=config.steps, guidance=config.guidance,
                                         seed=config.seed)
         prior = (head.vertices, head.faces, head.camera, getattr(head, "flame_center", None))
-        diffusion.run(pre.crop, prior, run_dir, cfg, ctx, weights)
+        # further photos: extra reference views for a model trained with multi_reference, else a warning
+        diffusion.run(pre.crop, prior, run_dir, cfg, ctx, weights, references=[(e.crop, e.camera, e.path) for e in extras])
     return outputs
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 #: The conditioning options a config may name (``TrainConfig.conditioning``).
-CONDITIONING = ("frontal_clip", "causal_reference", "multi_reference")
+CONDITIONING = ("frontal_clip", "causal_reference", "multi_reference", "identity_token")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ class TrainConfig:
     conditioning: tuple[str, ...] = ()
     """Conditioning options (docs/training.md): frontal_clip (seed 002: the CLIP embedding of the item's
     most frontal view, shared by every target), causal_reference (seed 003: the input view attends only to
-    itself), multi_reference (seed 001: extra reference views in the joint attention, region-masked)."""
+    itself), multi_reference (seed 001: extra reference views in the joint attention, region-masked),
+    identity_token (seed 000: the input crop's dlib face descriptor, projected by a zero-initialised layer,
+    as one more cross-attention context token of every view; cached in the dataset)."""
     n_references: int = 2
     """multi_reference: reference views per sample besides the input (drawn from the non-target views)."""
     reference_mask: float = 0.5

@@ -36,6 +36,7 @@ class Sample:
     frontal_rgb: torch.Tensor | None = None  # [3, S, S]: the item's most frontal view (frontal_clip)
     references: torch.Tensor | None = None  # [R, 3, S, S]: extra reference views (multi_reference)
     reference_cameras: list[Camera] | None = None
+    identity: torch.Tensor | None = None  # [128]: the input crop's face descriptor (identity_token; None: no face)
 
 
 def to_rgb(rgba: np.ndarray, size: int) -> torch.Tensor:
@@ -57,7 +58,7 @@ class TrainSet:
     """The items of a dataset root split into training and held-out ids (the last ``val_items``)."""
 
     def __init__(self, root: str | Path, image_size: int, n_targets: int, seed: int, val_items: int = 0,
-                 n_references: int = 0):
+                 n_references: int = 0, identity: bool = False):
         self.root = Path(root)
         ids = fmt.list_items(self.root)
         if len(ids) <= val_items:
@@ -65,6 +66,7 @@ class TrainSet:
         self.train_ids = ids[:len(ids) - val_items] if val_items else ids
         self.val_ids = ids[len(ids) - val_items:] if val_items else []
         self.image_size, self.n_targets, self.seed, self.n_references = image_size, n_targets, seed, n_references
+        self.identity = identity
 
     @functools.lru_cache(maxsize=64)
     def _item(self, item_id: str) -> fmt.Item:
@@ -96,6 +98,11 @@ class TrainSet:
         sample = Sample(item_id, to_rgb(item.crop, s), item.input_camera.resized(s, s), to_rgb(item.views[views], s),
                         cams, torch.from_numpy(item.vertices), item.faces, generator, index)
         sample.frontal_rgb = to_rgb(item.views[frontal_view(item)], s)
+        if self.identity:
+            from engine.dataset.identity import read_identity
+
+            vector = read_identity(self.root, item_id)
+            sample.identity = None if vector is None else torch.from_numpy(vector)
         if refs:
             sample.references = to_rgb(item.views[refs], s)
             sample.reference_cameras = [item.cameras[i].resized(s, s) for i in refs]

@@ -58,6 +58,10 @@ def build_pipeline(cfg: TrainConfig, device="cpu"):
         _add_joint_gates(pipe)
     if "causal_reference" in cfg.conditioning:  # a model property: saved in conditioner/config.json
         pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, causal_reference=True)
+    if "multi_reference" in cfg.conditioning:  # generate takes this many further photos (conditioner/config.json)
+        pipe.conditioner.config = dataclasses.replace(pipe.conditioner.config, n_references=cfg.n_references)
+    if "identity_token" in cfg.conditioning and not pipe.conditioner.config.identity_dim:
+        _add_identity_token(pipe)
     _own_conventions(pipe)
     return pipe.to(device=device)
 
@@ -74,6 +78,19 @@ def _add_joint_gates(pipe) -> None:
     p = next(cond.parameters())
     cond.joint_gates = torch.nn.Parameter(torch.zeros(n, device=p.device, dtype=p.dtype))
     install_processors(pipe.unet, pipe.processor, cond.joint_gates)
+
+
+def _add_identity_token(pipe) -> None:
+    """The identity token's projection, zero: a converted model starts exactly as it was."""
+    import dataclasses
+
+    from engine.multiview.diffusion.conditioner import identity_projection
+    from engine.multiview.diffusion.identity import IDENTITY_DIM
+
+    cond = pipe.conditioner
+    cond.config = dataclasses.replace(cond.config, identity_dim=IDENTITY_DIM)
+    p = next(cond.parameters())
+    cond.identity_projection = identity_projection(IDENTITY_DIM, cond.config.context_dim).to(p.device, p.dtype)
 
 
 def _own_conventions(pipe) -> None:
@@ -130,8 +147,14 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, ctx: RunContext | None = N
         m.train().requires_grad_(True)
     if cfg.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
+    identity = "identity_token" in cfg.conditioning
+    if identity:  # dlib once per identity, cached in the dataset (the main process writes it first)
+        from engine.dataset.identity import ensure_identities
+
+        with acc.main_process_first():
+            ensure_identities(dataset, ctx)
     data = TrainSet(dataset, pipe.image_size, cfg.n_targets, cfg.seed, cfg.val_items,
-                    n_references=cfg.n_references if "multi_reference" in cfg.conditioning else 0)
+                    n_references=cfg.n_references if "multi_reference" in cfg.conditioning else 0, identity=identity)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [cfg.unet_lr_factor, lambda s: 1.0])
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

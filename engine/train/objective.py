@@ -89,7 +89,7 @@ class TrainModel(nn.Module):
         t_views = torch.cat([torch.full((n,), t), torch.zeros(n_all - n, dtype=torch.long)]).to(dev)
         # frontal_clip (seed 002): one view-invariant embedding, the item's frontal view, for every target
         clip_embed = self._clip(s.frontal_rgb if self.frontal_clip and s.frontal_rgb is not None else s.input_rgb)
-        context = cm.context(clip_embed, v_embed.to(x0.dtype))
+        context = cm.context(clip_embed, v_embed.to(x0.dtype), s.identity)  # + the identity token, if the model has it
         scale = pipe.vae.config.scaling_factor if cfg.concat_unscaled else 1.0
         clean = input_latent.expand(int(cfg.include_input_view), -1, -1, -1)
         sample = torch.cat([x_t, clean] + ([refs] if refs is not None else []))

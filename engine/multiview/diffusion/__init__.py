@@ -124,11 +124,14 @@ def _target_cameras(pipe: MultiViewPipeline, frame: CheckpointFrame, config: Dif
     return [frame.camera_to_checkpoint(c) for c in world]
 
 
-def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_dir: str | Path | None = None) -> Path:
+def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_dir: str | Path | None = None,
+        references: list | None = None) -> Path:
     """Generate ``config.n_views`` views around the head; write views/*.png + transforms.json.
 
     crop_rgba: [h, w, 4] uint8 (or float in [0, 1]) square crop; prior: (vertices [V, 3],
-    faces [F, 3], the crop's ``Camera``). Returns the path of transforms.json.
+    faces [F, 3], the crop's ``Camera``); references: further photos of the person as
+    [(crop, Camera in the world, path)] (used by models trained with multi_reference, else a
+    warning). Returns the path of transforms.json.
     """
     run_dir = Path(run_dir)
     vertices, faces, camera, flame_center = _check_prior(run_dir, prior)
@@ -161,13 +164,45 @@ def run(crop_rgba, prior, run_dir: Path, config: DiffusionConfig, ctx, weights_d
         bad = run_dir / ("input/crop.png" if "crop" in str(exc) else "prior")
         raise BadInput(bad, str(exc)) from None
     input_ck, vertices_ck = frame.camera_to_checkpoint(camera), frame.points_to_checkpoint(vertices)
+    refs = _references(pipe, references or [], ctx, weights_dir)
+    identity = _identity(pipe, crop_rgba, ctx)
     out = pipe(crop_rgba, input_ck, vertices_ck, faces, cameras, num_inference_steps=config.steps,
-               guidance_scale=config.guidance, generator=generator, views_per_chunk=config.views_per_chunk,
-               alpha=config.alpha, callback_on_step_end=on_step)
+               guidance_scale=config.guidance, generator=generator, identity=identity,
+               references=[(c, frame.camera_to_checkpoint(cam)) for c, cam, _ in refs],
+               views_per_chunk=config.views_per_chunk, alpha=config.alpha, callback_on_step_end=on_step)
     conv = pipe.conventions
     extra = {"backend": "diffusion", "family": conv.family,
              "layout": conv.family if conv.layout == "explicit" else (config.layout or "gen3dface"),
              "steps": config.steps, "seed": config.seed, "guidance": config.guidance, "eta": conv.eta,
-             "weights": str(weights_dir)}
+             "weights": str(weights_dir), "references": [str(p) for _, _, p in refs]}
     world = [frame.camera_to_world(c) for c in out.cameras]
     return write_views(run_dir, list(out.images), world, input_camera=camera, extra=extra)
+
+
+def _references(pipe: MultiViewPipeline, references: list, ctx, weights_dir) -> list:
+    """The further photos this model takes: up to its ``n_references`` (conditioner/config.json); a
+    warning in result.json for the ones it does not use."""
+    n = pipe.conditioner.config.n_references
+    if references and not n:
+        ctx.warn("extra_photos_unused", f"the diffusion model {weights_dir} was not trained with several reference "
+                 f"photos (no multi_reference); using the first and not {', '.join(str(p) for *_, p in references)}")
+    elif len(references) > n:
+        ctx.warn("extra_photos_unused", f"the diffusion model {weights_dir} was trained with {n} reference photo(s) "
+                 f"besides the input; not using {', '.join(str(p) for *_, p in references[n:])}")
+    return list(references[:n])
+
+
+def _identity(pipe: MultiViewPipeline, crop_rgba, ctx) -> np.ndarray | None:
+    """The input's face descriptor when the model has the identity token (None: none, or no face found)."""
+    if not pipe.conditioner.config.identity_dim:
+        return None
+    from .identity import embed_crop
+
+    arr = np.asarray(crop_rgba)
+    vector = embed_crop(arr if arr.dtype == np.uint8 else (arr * 255 + 0.5).clip(0, 255).astype(np.uint8))
+    if vector is None:
+        ctx.warn("identity_no_face", "dlib found no face in the input crop: the identity token carries no identity")
+    elif vector.shape[0] != pipe.conditioner.config.identity_dim:
+        raise ModelMissing(None, f"the model's identity token takes {pipe.conditioner.config.identity_dim}-d "
+                           f"embeddings, dlib gives {vector.shape[0]}")
+    return vector

@@ -46,6 +46,13 @@ class SpatialVolumeNet(nn.Module):
         self.frustum_volume_feats = FrustumTV3DNet(cfg.volume_channels, cfg.time_dim, cfg.view_dim, cfg.frustum_dims)
 
 
+def identity_projection(identity_dim: int, context_dim: int) -> nn.Linear:
+    """The identity token's layer, zero at start (bias-free: a zero embedding adds nothing)."""
+    layer = nn.Linear(identity_dim, context_dim, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
 def condition_slots(block_out_channels, layers_per_block: int, latent: int) -> list[tuple[int, int, int]]:
     """(up block, layer, channels, resolution) of each ``output_conditions`` entry, in order.
 
@@ -80,6 +87,8 @@ class MultiViewConditioner(nn.Module):
                 k = min(cfg.clip_dim, cfg.context_dim)
                 self.cc_projection.weight[:k, :k] = torch.eye(k)
                 self.cc_projection.bias.zero_()
+        if cfg.identity_dim:
+            self.identity_projection = identity_projection(cfg.identity_dim, cfg.context_dim)
         self.spatial_volume = SpatialVolumeNet(cfg)
         if cfg.joint_gate_layers:  # zero: joint attention starts as the per-view attention it extends
             self.joint_gates = nn.Parameter(torch.zeros(cfg.joint_gate_layers))
@@ -98,12 +107,19 @@ class MultiViewConditioner(nn.Module):
         emb = get_timestep_embedding(t.reshape(-1), self.config.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         return self.time_embed(emb.to(self.time_embed[0].weight.dtype))
 
-    def context(self, clip: torch.Tensor, v_embed: torch.Tensor) -> torch.Tensor:
-        """Cross-attention context per view: clip [clip_dim], v_embed [S, 4] → [S, 1, context_dim]."""
+    def context(self, clip: torch.Tensor, v_embed: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-attention context per view: clip [clip_dim], v_embed [S, 4] → [S, 1, context_dim], or
+        [S, 2, context_dim] with the identity token (``identity``: [identity_dim]; None = no face = zeros)."""
         clip = clip.reshape(1, 1, -1).expand(v_embed.shape[0], 1, -1)
-        if not self.config.use_cc_projection:
-            return clip
-        return self.cc_projection(torch.cat([clip, v_embed[:, None].to(clip.dtype)], -1))
+        ctx = clip if not self.config.use_cc_projection else \
+            self.cc_projection(torch.cat([clip, v_embed[:, None].to(clip.dtype)], -1))
+        if not self.config.identity_dim:
+            return ctx
+        proj = self.identity_projection
+        e = proj.weight.new_zeros(proj.in_features) if identity is None else identity.reshape(-1).to(proj.weight)
+        # the view's own token plus the projected identity: at zero weights (or a zero embedding) the token
+        # duplicates the one before it, and attention over two equal tokens is attention over one
+        return torch.cat([ctx, ctx + proj(e).to(ctx.dtype)], 1)
 
     def unproject(self, latents, t_emb, v_embed, c2w, intr, size: int, chunk: int) -> torch.Tensor:
         """Per-view features on the V³ grid: latents [N, 4, r, r] → [N, encoder_dim, V, V, V]."""

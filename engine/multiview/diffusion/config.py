@@ -69,6 +69,11 @@ class ConditionerConfig:
     causal_reference: bool = False
     """Causal reference attention (seed 003): the input view's tokens attend only to themselves, the
     targets' to everything (needs ``joint_attention`` and ``include_input_view``)."""
+    identity_dim: int = 0
+    """> 0: the identity token (SpinMeRound, seed 000): a face descriptor of this width (dlib: 128) of the
+    input photo, projected to ``context_dim`` and appended to every view's cross-attention context."""
+    n_references: int = 0
+    """Reference photos besides the input the model was trained with (multi_reference, seed 001); 0: one photo."""
     include_input_view: bool = True
     """Run the clean input latent as an extra UNet view so joint attention sees it (Gen3D-Face §3.2)."""
     elevation_sign: float = 1.0
@@ -89,6 +94,8 @@ class ConditionerConfig:
             raise ValueError("spatial_dims[0] must equal sparse_dims[-1]: the two volumes are added")
         if self.voxelisation not in ("neuralbody", "morphable"):
             raise ValueError(f"voxelisation must be neuralbody|morphable, got {self.voxelisation!r}")
+        if self.identity_dim < 0 or self.n_references < 0:
+            raise ValueError("identity_dim and n_references must be ≥ 0")
         if not self.use_cc_projection and self.clip_dim != self.context_dim:
             raise ValueError("without cc_projection clip_dim must equal context_dim")
 

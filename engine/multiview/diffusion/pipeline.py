@@ -52,6 +52,7 @@ class _Conditions:
     vertices: torch.Tensor | None  # [P, 3]
     n_targets: int
     frustum_points: torch.Tensor | None = None  # [S, D, r, r, 3]: fixed by the cameras, reused every step
+    references: torch.Tensor | None = None  # [R, 4, r, r] scaled latents of the extra reference photos
 
 
 class MultiViewPipeline:
@@ -146,25 +147,32 @@ class MultiViewPipeline:
         return image_embeds.reshape(-1).to(self.device, self.dtype), z * self.vae.config.scaling_factor
 
     def prepare_conditions(self, rgb, input_camera, vertices, target_cameras, image_embeds,
-                           input_latent: str = "mode", generator=None) -> _Conditions:
+                           input_latent: str = "mode", generator=None, identity=None, references=None) -> _Conditions:
         """Cameras, vertices: in the checkpoint's frame (``frames.CheckpointFrame``), true intrinsics;
-        the family's pixel convention is applied here, to the network's copy only."""
+        the family's pixel convention is applied here, to the network's copy only. identity: the input's
+        face descriptor (identity token; None: none found); references: [(RGB [1, 3, size, size], Camera)]."""
         cfg, size = self.conditioner.config, self.image_size
         clip_embed, latent = self.encode_input(rgb, image_embeds, input_latent, generator)
         targets = [c if c.w == size else c.resized(size, size) for c in target_cameras]
         ref = input_camera.resized(size, size)
-        views = targets + ([ref] if cfg.include_input_view else [])
+        refs = [c.resized(size, size) for _, c in references or []] if cfg.include_input_view else []
+        views = targets + ([ref] if cfg.include_input_view else []) + refs
         emb = frames.view_embeddings(self.conventions, targets, ref, cfg.elevation_sign, cfg.azimuth_sign)
         if cfg.include_input_view:  # the input seen from itself: Δ = 0, i.e. (0, 0, 1, 0) unless constant
             own = self.conventions.view_embedding_constant if self.conventions.view_embedding == "constant" else (0.0, 0.0, 1.0, 0.0)
             emb = torch.cat([emb, torch.tensor([own], dtype=emb.dtype)])
+        ref_latents = None
+        if refs:  # multi_reference (seed 001): clean latents after the input view, relative view embeddings
+            emb = torch.cat([emb, geometry.view_embedding(refs, ref, cfg.elevation_sign, cfg.azimuth_sign).to(emb.dtype)])
+            ref_latents = torch.cat([self.encode_input(r, clip_embed, "mode")[1] for r, _ in references])
         v_embed = emb.to(self.device)
         c2w, intr = geometry.camera_tensors(views, self.device)
         intr[:, 2:] += frames.pixel_offset(self.conventions, size, self.conditioner.latent)
         verts = torch.as_tensor(np.asarray(vertices), dtype=torch.float32, device=self.device) if cfg.use_mesh_volume else None
-        context = self.conditioner.context(clip_embed, v_embed.to(self.dtype))
+        ident = None if identity is None else torch.as_tensor(np.asarray(identity), dtype=self.dtype, device=self.device)
+        context = self.conditioner.context(clip_embed, v_embed.to(self.dtype), ident)
         points = self.conditioner.frustum_points(c2w, intr, size)
-        return _Conditions(latent, context, v_embed, c2w, intr, verts, len(targets), points)
+        return _Conditions(latent, context, v_embed, c2w, intr, verts, len(targets), points, ref_latents)
 
     def predict_noise(self, latents, t, cond: _Conditions, guidance_scale: float, chunk: int) -> torch.Tensor:
         """One joint noise prediction for all target views, with classifier-free guidance.
@@ -179,18 +187,21 @@ class MultiViewPipeline:
         volume = cm.build_volume(latents, t_emb[:1], cond.v_embed[:n], cond.c2w[:n], cond.intr[:n], size, cond.vertices, chunk)
         frustum = cm.frustum_features(volume, t_emb, cond.v_embed, cond.c2w, cond.intr, size, chunk, cond.frustum_points)
         s = cond.c2w.shape[0]
-        sample = torch.cat([latents, cond.input_latent.expand(s - n, -1, -1, -1)])
+        refs = [] if cond.references is None else [cond.references]
+        n_inputs = s - n - sum(r.shape[0] for r in refs)
+        sample = torch.cat([latents, cond.input_latent.expand(n_inputs, -1, -1, -1)] + refs)
         scale = self.vae.config.scaling_factor if cm.config.concat_unscaled else 1.0
         concat = (cond.input_latent / scale).expand(s, -1, -1, -1)
         x = torch.cat([sample, concat], 1)
+        n_refs = s - n  # the input view and the references (causal_reference: they see only each other)
         if guidance_scale == 1.0:
-            return unet_forward(self.unet, cm, x, t_views, cond.context, frustum, s)[:n]
+            return unet_forward(self.unet, cm, x, t_views, cond.context, frustum, s, n_refs)[:n]
         x_uncond = torch.cat([torch.cat([latents, torch.zeros_like(sample[n:])]), torch.zeros_like(concat)], 1)
         # the frustum features cover the conditional half only: the depth blocks give the rest
         # a zero volume without running it through D·r² samples (DepthTransformer.forward)
         both = unet_forward(
             self.unet, cm, torch.cat([x, x_uncond]), torch.cat([t_views, t_views]),
-            torch.cat([cond.context, torch.zeros_like(cond.context)]), frustum, s,
+            torch.cat([cond.context, torch.zeros_like(cond.context)]), frustum, s, n_refs,
         )
         eps, eps_uncond = both[:n], both[s:s + n]
         return eps_uncond + guidance_scale * (eps - eps_uncond)
@@ -229,6 +240,8 @@ class MultiViewPipeline:
         input_latent: str | None = None,
         latents: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
+        identity=None,
+        references: list | None = None,
         views_per_chunk: int = 4,
         alpha: str = "mesh",
         output_type: str = "np",
@@ -249,7 +262,11 @@ class MultiViewPipeline:
         input_latent = input_latent or self.conventions.input_latent
         if input_latent not in ("mode", "sample"):
             raise ValueError(f"input_latent must be mode|sample, got {input_latent!r}")
-        cond = self.prepare_conditions(rgb, input_camera, vertices, target_cameras, image_embeds, input_latent, generator)
+        # identity: the input's face descriptor [identity_dim] (identity token; None: no face, zeros);
+        # references: [(crop, Camera)] further photos of the person (models trained with multi_reference)
+        refs = [(self.preprocess(img), cam) for img, cam in references or []]
+        cond = self.prepare_conditions(rgb, input_camera, vertices, target_cameras, image_embeds, input_latent, generator,
+                                       identity, refs)
         # 4. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         timesteps = self.scheduler.timesteps
