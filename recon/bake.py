@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .cameras import Camera
 from .raster import vertex_normals
@@ -369,21 +370,31 @@ def push_pull(texture: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 def expand_edges(texture: np.ndarray, mask: np.ndarray, rings: int) -> np.ndarray:
     """Grow ``rings`` rings of texels around ``mask``: each new texel takes the mean of its
-    8-neighbours already filled (Blender's bake margin). texture: [H, W, C]; mask: bool [H, W].
-    Returns float32 [H, W, C] (0 beyond the rings)."""
-    t = torch.as_tensor(np.asarray(texture, np.float32)).permute(2, 0, 1)[None]
-    m = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
-    t = t * m
-    kernel = torch.ones((1, 1, 3, 3))
-    for _ in range(rings):
-        cnt = F.conv2d(m, kernel, padding=1)
-        grow = (cnt > 0) & (m == 0)
-        if not grow.any():
+    8-neighbours already filled (Blender's bake margin). Only the ring's texels are touched
+    (the last ring's neighbours give the next, a gather of 8 neighbours fills them), not the full image.
+    texture: [H, W, C]; mask: bool [H, W]. Returns float32 [H, W, C] (0 beyond the rings)."""
+    h, w = mask.shape
+    tex = np.asarray(texture, np.float32)
+    out = np.zeros((h + 2, w + 2, tex.shape[2]), np.float32)  # a 1-texel frame: no wrap-around
+    out[1:-1, 1:-1] = np.where(mask[..., None], tex, np.float32(0))
+    filled = np.zeros((h + 2, w + 2), bool)
+    filled[1:-1, 1:-1] = mask
+    inner = np.zeros_like(filled)
+    inner[1:-1, 1:-1] = True
+    flat, known = out.reshape(-1, tex.shape[2]), filled.reshape(-1)
+    offsets = np.array([dy * (w + 2) + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    ring = np.flatnonzero(ndimage.binary_dilation(filled, np.ones((3, 3), bool)) & ~filled & inner)
+    for k in range(rings):
+        if k:  # the next ring: the last one's neighbours not yet filled
+            ring = np.unique((ring[:, None] + offsets).ravel())
+            ring = ring[~known[ring] & inner.reshape(-1)[ring]]
+        if not len(ring):
             break
-        s = F.conv2d(t.reshape(-1, 1, *t.shape[-2:]), kernel, padding=1).reshape(t.shape)
-        t = torch.where(grow, s / cnt.clamp_min(1), t)
-        m = torch.where(grow, torch.ones_like(m), m)
-    return t[0].permute(1, 2, 0).numpy()
+        nbr = ring[:, None] + offsets  # [n, 8]
+        wgt = known[nbr].astype(np.float32)
+        flat[ring] = (flat[nbr] * wgt[..., None]).sum(1) / wgt.sum(1, keepdims=True)
+        known[ring] = True
+    return out[1:-1, 1:-1].copy()
 
 
 def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, faces_uv: np.ndarray, views: Sequence[View],

@@ -134,3 +134,29 @@ def test_uv_transfer_onto_itself_keeps_the_layout(blob):
     vmap, fnew, uv2 = transfer_uvs(v, f, uvs, f, v, f)
     np.testing.assert_allclose(uv2[fnew], uvs[f], atol=1e-6)
     assert np.array_equal(vmap[fnew], f)
+
+
+def test_edge_expansion_grows_rings_of_neighbour_means():
+    """Independent check: ring k is the chessboard ring at distance k; its texels hold the mean
+    of their already-filled 8-neighbours (computed here by a plain loop)."""
+    from recon.bake import expand_edges
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((20, 24), bool)
+    mask[6:10, 5:9] = mask[14, 18] = True
+    tex = rng.random((20, 24, 3)).astype(np.float32)
+    out = expand_edges(tex, mask, 3)
+    want = np.where(mask[..., None], tex, 0)
+    known = mask.copy()
+    for _ in range(3):
+        ring = [(i, j) for i in range(20) for j in range(24) if not known[i, j]
+                and known[max(0, i - 1):i + 2, max(0, j - 1):j + 2].any()]
+        new = {}
+        for i, j in ring:
+            nb = [(a, b) for a in range(i - 1, i + 2) for b in range(j - 1, j + 2)
+                  if 0 <= a < 20 and 0 <= b < 24 and known[a, b]]
+            new[i, j] = np.mean([want[a, b] for a, b in nb], 0)
+        for (i, j), c in new.items():
+            want[i, j], known[i, j] = c, True
+    np.testing.assert_allclose(out, want, atol=1e-6)
+    assert (out[~known] == 0).all() and known.sum() > mask.sum() + 50
