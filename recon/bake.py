@@ -18,7 +18,10 @@ texel averages them). Every view that sees the point votes with its colour there
 6. edge expansion: ``edge_expansion`` rings of texels around the charts take their
    neighbours' colours (bilinear lookups and mip-maps do not bleed background in).
 
-Vectorised torch on the texel samples (CPU or CUDA); images float in [0, 1] or uint8.
+Vectorised torch on the texel samples (CPU or CUDA); images float in [0, 1] or uint8. Speed:
+the samples are sorted into bins of normal direction and a view projects only the bins whose
+normal cone and bounding sphere can face it (an exact test), with one matrix product per bin
+run; edge expansion touches only each ring's texels.
 """
 from __future__ import annotations
 
