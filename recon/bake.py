@@ -132,7 +132,7 @@ class TexelSamples:
 
 
 def triangle_fragments(xy: torch.Tensor, faces: torch.Tensor, h: int, w: int,
-                       chunk: int = 1 << 23) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (pixel centre, triangle holding it) pair, either winding, no depth test.
 
     Faces are bucketed by the size of their pixel bounding box (powers of two) and each
@@ -353,11 +353,12 @@ class _DirectionBins:
         r = (pts - self.centre[key]).norm(dim=1)
         self.radius = torch.zeros(nb, dtype=points.dtype, device=points.device).scatter_reduce_(0, key, r, "amax")
 
-    def ranges(self, camera_centre: torch.Tensor, min_cos: float) -> list[tuple[int, int]]:
+    def ranges(self, camera_centre: torch.Tensor, min_cos: float, chunk: int = 1 << 18) -> list[tuple[int, int]]:
         """[(start, stop)] of the sorted samples that may face a camera at ``camera_centre``: a
         normal within the bin's cone (half-angle θ) sees the camera only if the angle between
         the axis and the direction to the bin's sphere, less θ and the sphere's half-angle φ,
-        stays below acos(min_cos)."""
+        stays below acos(min_cos). Runs are cut into ``chunk`` samples: small temporaries are
+        reused by the allocator where large ones cost page faults."""
         d = camera_centre - self.centre
         dist = d.norm(dim=1)
         alpha = torch.acos(((self.axis * d).sum(1) / dist.clamp_min(1e-12)).clamp(-1, 1))
@@ -371,7 +372,7 @@ class _DirectionBins:
                 out[-1] = (out[-1][0], e)
             else:
                 out.append((a, e))
-        return out
+        return [(i, min(i + chunk, e)) for a, e in out for i in range(a, e, chunk)]
 
 
 def _gains(views: list[_View], samples: TexelSamples, config: BakeConfig, eps: float, n_sub: int = 1 << 16,
