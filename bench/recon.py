@@ -8,6 +8,12 @@ termination), the same without a prior (initialised from the masks' visual hull)
 baseline (sphere init, every cell marched, ``--baseline-steps``): wall time, chamfer (% of bbox diagonal), normal consistency, held-out PSNR, samples
 per ray; the speed ratio; texture bake + export time; peak RSS. Targets (issue 4): chamfer
 ≤ 0.5 %, PSNR ≥ 28 dB, ≤ 90 s on 2 cores, ≥ 3× faster than the baseline at equal accuracy.
+
+``--bake-compare`` (issue 13) instead fits once and textures the same recon mesh twice in one
+run: with the bake recon had before issue 13 (xatlas on the full mesh, ``recon.texture.bake_from_views``,
+colour-field fill, ``recon.uv.dilate``) and with today's (``recon.mesh.bake_texture``: xatlas on
+a proxy, ``recon.bake``), each followed by the GLB/OBJ export; prints recon end to end (fit +
+mesh + texture) for both and the ratio (target ≥ 1.5×), with the held-out PSNR of each GLB's content.
 """
 from __future__ import annotations
 
@@ -30,6 +36,68 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _old_bake_texture(vertices, faces, views, size: int, colour_fn):
+    """recon's texture step before issue 13 (``recon.mesh.bake_texture`` at 256be01^ … cb7eefe^):
+    xatlas on the full mesh, ``bake_from_views``, the colour field for unseen texels, 8 px dilation."""
+    import numpy as np
+
+    from recon.texture import bake_from_views, texel_geometry
+    from recon.uv import dilate, unwrap
+
+    vmap, faces_uv, uvs = unwrap(vertices, faces, resolution=size)
+    v_new = vertices[vmap]
+    texture, weight = bake_from_views(v_new, faces_uv, uvs, faces_uv, views, size)
+    geo = texel_geometry(v_new, faces_uv, uvs, faces_uv, size)
+    unseen = weight[geo.rows, geo.cols] <= 0
+    if unseen.any():
+        texture[geo.rows[unseen], geo.cols[unseen]] = colour_fn(geo.points[unseen])
+    covered = np.zeros(weight.shape, bool)
+    covered[geo.rows, geo.cols] = True
+    texture = dilate(texture, covered, pixels=8)
+    return v_new, faces_uv, uvs, (np.clip(texture, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def bake_compare(mesh, work: Path, steps: int, n_views: int, size: int) -> None:
+    """Fit once; texture the same mesh with the old and the new bake; print both and the ratio."""
+    import time
+
+    from recon import mesh as meshing
+    from recon.api import extract_mesh, fit
+    from recon.dataset import load_transforms
+
+    config = ReconConfig(steps=steps)
+    train = harness.cameras(n_views, size)
+    held = harness.cameras(4, size, offset=360.0 / n_views / 2 + 7.0)
+    path = harness.write_dataset(mesh, train, work)
+    t0, c0 = time.perf_counter(), time.process_time()
+    views = load_transforms(path)
+    fitted = fit(views, config, harness.smoothed_prior(mesh))
+    v, f = extract_mesh(fitted, config)
+    fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"fit + mesh (shared by both): {fit_wall:.1f} s wall, {fit_cpu:.1f} s CPU; {len(f)} faces; "
+          f"texture {config.texture_size}²", flush=True)
+    bake_views = [(img, cam, m > 0.5) for img, cam, m in zip(views.images, views.cameras, views.masks)]
+    rows = {}
+    for name in ("old", "new"):
+        t, c = time.perf_counter(), time.process_time()
+        if name == "old":
+            v2, f2, uvs, tex = _old_bake_texture(v, f, bake_views, config.texture_size, fitted.colour_world)
+            cover = None
+        else:
+            v2, f2, uvs, tex, cover, _ = meshing.bake_texture(v, f, bake_views, config.texture_size,
+                                                              fitted.colour_world, config.uv_layout,
+                                                              config.unwrap_faces)
+        meshing.export(work / name, "mesh", v2, f2, uvs, tex, cover)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        rows[name] = (fit_wall + wall, fit_cpu + cpu)
+        label = "before issue 13 (bake_from_views + dilate)" if name == "old" else "recon.bake (today)"
+        print(f"{label:44s}: texture + export {wall:6.1f} s wall, {cpu:6.1f} s CPU; recon end to end "
+              f"{rows[name][0]:6.1f} s wall, {rows[name][1]:6.1f} s CPU; held-out PSNR of the GLB content "
+              f"{harness.psnr_textured(v2, f2, uvs, tex, mesh, held):.2f} dB", flush=True)
+    print(f"recon end to end, old / new: {rows['old'][0] / rows['new'][0]:.2f}x wall, "
+          f"{rows['old'][1] / rows['new'][1]:.2f}x CPU (target ≥ 1.5x)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--views", type=int, default=16)
@@ -41,6 +109,8 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (1 is far faster when other processes load the cores)")
+    ap.add_argument("--bake-compare", action="store_true",
+                    help="recon end to end with the bake before issue 13 vs today's, one fit, same run")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
@@ -49,6 +119,10 @@ def main() -> None:
     if args.mesh is not None:
         mesh, args.shape = harness.load_textured(args.mesh), args.mesh.name
     print(f"recon bench: {args.shape}, {args.views} views @ {args.size}px, torch threads {torch.get_num_threads()}")
+    if args.bake_compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            bake_compare(mesh, Path(tmp), args.steps, args.views, args.size)
+        return
     print(f"{'config':16s} {'steps':>5s} {'fit+mesh s':>10s} {'s/step':>7s} {'chamfer %':>9s} {'normal':>7s} "
           f"{'PSNR':>6s} {'PSNR fg':>7s} {'samp/ray':>8s}", flush=True)
     rows = {}

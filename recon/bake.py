@@ -18,7 +18,10 @@ texel averages them). Every view that sees the point votes with its colour there
 6. edge expansion: ``edge_expansion`` rings of texels around the charts take their
    neighbours' colours (bilinear lookups and mip-maps do not bleed background in).
 
-Vectorised torch on the texel samples (CPU or CUDA); images float in [0, 1] or uint8.
+Vectorised torch on the texel samples (CPU or CUDA); images float in [0, 1] or uint8. Speed:
+the samples are sorted into bins of normal direction and a view projects only the bins whose
+normal cone and bounding sphere can face it (an exact test), with one matrix product per bin
+run; edge expansion touches only each ring's texels.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .cameras import Camera
 from .raster import vertex_normals
@@ -128,7 +132,7 @@ class TexelSamples:
 
 
 def triangle_fragments(xy: torch.Tensor, faces: torch.Tensor, h: int, w: int,
-                       chunk: int = 1 << 23) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (pixel centre, triangle holding it) pair, either winding, no depth test.
 
     Faces are bucketed by the size of their pixel bounding box (powers of two) and each
@@ -285,30 +289,90 @@ class _View:
         if candidates is not None:
             idx, colour, weight = self.sample(points[candidates], normals[candidates], config, eps)
             return candidates[idx], colour, weight
-        d = points - self.centre
-        dist = d.norm(dim=1).clamp_min(1e-12)
-        cos = -(normals * d).sum(1) / dist
-        front = (cos > config.min_cos).nonzero()[:, 0]
-        pc = d[front] @ self.rot  # camera coordinates (OpenGL: looking down −Z)
-        z = -pc[:, 2]
-        zs = z.clamp_min(1e-9)
+        return self.sample_packed(pack(points, normals), config, eps)
+
+    def sample_packed(self, packed: torch.Tensor, config: BakeConfig, eps: float):
+        """``sample`` on ``pack(points, normals)`` [N, 8]: one matrix product gives every point's
+        camera coordinates and n · (centre − point), so each view touches all N points only a few times."""
+        rot, c = self.rot, self.centre
+        m = torch.zeros((8, 4), dtype=packed.dtype, device=packed.device)
+        m[:3, :3] = rot
+        m[3:6, 3] = c
+        m[6, 3] = -1.0
+        m[7, :3] = -(c @ rot)
+        cam4 = packed @ m  # [N, 4]: camera x, y, z (OpenGL: looking down −Z) and cos · distance
+        dist = cam4[:, :3].norm(dim=1)
+        front = ((cam4[:, 3] > config.min_cos * dist) & (cam4[:, 2] < -1e-4)).nonzero()[:, 0]
+        pc, dist = cam4[front], dist[front]
         cam = self.camera
-        u = cam.cx + cam.fx * pc[:, 0] / zs
-        v = cam.cy - cam.fy * pc[:, 1] / zs
-        inside = (z > 1e-4) & (u >= 0) & (u < self.w) & (v >= 0) & (v < self.h)
-        pix = v.long().clamp(0, self.h - 1) * self.w + u.long().clamp(0, self.w - 1)
-        seen = inside & (z <= self.depth[pix] + eps)
-        keep = seen.nonzero()[:, 0]
+        z = -pc[:, 2]
+        u = cam.cx + cam.fx * pc[:, 0] / z
+        v = cam.cy - cam.fy * pc[:, 1] / z
+        inside = (u >= 0) & (u < self.w) & (v >= 0) & (v < self.h)
+        pix = v.long().clamp_(0, self.h - 1) * self.w + u.long().clamp_(0, self.w - 1)
+        keep = (inside & (z <= self.depth[pix] + eps)).nonzero()[:, 0]
         idx = front[keep]
-        grid = torch.stack([u[keep] / self.w * 2 - 1, v[keep] / self.h * 2 - 1], -1)[None, None]
+        grid = torch.stack([u[keep] * (2.0 / self.w) - 1, v[keep] * (2.0 / self.h) - 1], -1)[None, None]
         got = F.grid_sample(self.planes, grid, mode="bilinear", padding_mode="border", align_corners=False)
         got = got[0, :, 0].T  # [n, 4]
-        c = cos[idx]
+        c = pc[keep, 3] / dist[keep]
         weight = c.pow(config.angle_strictness) * got[:, 3]
         if config.cos_ramp > 0:
             t = ((c - config.min_cos) / config.cos_ramp).clamp(0, 1)
             weight = weight * t * t * (3 - 2 * t)
         return idx, got[:, :3], weight
+
+
+def pack(points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """[N, 8] = point, normal, normal · point, 1: the rows ``_View.sample_packed`` projects."""
+    ones = torch.ones((len(points), 1), dtype=points.dtype, device=points.device)
+    return torch.cat([points, normals, (points * normals).sum(1, keepdim=True), ones], 1)
+
+
+class _DirectionBins:
+    """Samples sorted into bins of normal direction (azimuth-major, so a view's bins are few
+    runs), with each bin's normal cone and bounding sphere: a view skips, without touching them,
+    the bins that cannot face it (an exact test, so nothing it could see is lost)."""
+
+    def __init__(self, points: torch.Tensor, normals: torch.Tensor, n_az: int = 24, n_el: int = 8):
+        az = ((torch.atan2(normals[:, 1], normals[:, 0]) / (2 * np.pi) + 0.5) * n_az).long().clamp_(0, n_az - 1)
+        el = ((normals[:, 2] + 1) * (n_el / 2)).long().clamp_(0, n_el - 1)
+        key = az * n_el + el
+        self.order = torch.argsort(key, stable=True)
+        key = key[self.order]
+        pts, nrm = points[self.order], normals[self.order]
+        nb = n_az * n_el
+        self.count = torch.bincount(key, minlength=nb)
+        self.start = torch.cumsum(self.count, 0) - self.count
+        n = self.count.clamp_min(1)[:, None].to(points.dtype)
+        self.axis = F.normalize(torch.zeros((nb, 3), dtype=points.dtype, device=points.device).index_add_(0, key, nrm),
+                                dim=1, eps=1e-12)
+        cos = (nrm * self.axis[key]).sum(1)
+        self.cos_min = torch.ones(nb, dtype=points.dtype, device=points.device).scatter_reduce_(0, key, cos, "amin")
+        self.centre = torch.zeros((nb, 3), dtype=points.dtype, device=points.device).index_add_(0, key, pts) / n
+        r = (pts - self.centre[key]).norm(dim=1)
+        self.radius = torch.zeros(nb, dtype=points.dtype, device=points.device).scatter_reduce_(0, key, r, "amax")
+
+    def ranges(self, camera_centre: torch.Tensor, min_cos: float, chunk: int = 1 << 18) -> list[tuple[int, int]]:
+        """[(start, stop)] of the sorted samples that may face a camera at ``camera_centre``: a
+        normal within the bin's cone (half-angle θ) sees the camera only if the angle between
+        the axis and the direction to the bin's sphere, less θ and the sphere's half-angle φ,
+        stays below acos(min_cos). Runs are cut into ``chunk`` samples: small temporaries are
+        reused by the allocator where large ones cost page faults."""
+        d = camera_centre - self.centre
+        dist = d.norm(dim=1)
+        alpha = torch.acos(((self.axis * d).sum(1) / dist.clamp_min(1e-12)).clamp(-1, 1))
+        theta = torch.acos(self.cos_min.clamp(-1, 1))
+        phi = torch.asin((self.radius / dist.clamp_min(1e-12)).clamp(0, 1))
+        keep = ((alpha - theta - phi < float(np.arccos(min_cos)) + 1e-3) | (dist <= self.radius)) & (self.count > 0)
+        out: list[tuple[int, int]] = []
+        for b in keep.nonzero()[:, 0].tolist():
+            a, e = int(self.start[b]), int(self.start[b] + self.count[b])
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], e)
+            else:
+                out.append((a, e))
+        return [(i, min(i + chunk, e)) for a, e in out for i in range(a, e, chunk)]
 
 
 def _gains(views: list[_View], samples: TexelSamples, config: BakeConfig, eps: float, n_sub: int = 1 << 16,
@@ -325,8 +389,9 @@ def _gains(views: list[_View], samples: TexelSamples, config: BakeConfig, eps: f
     nv = len(views)
     col = torch.zeros((nv, len(sub), 3), device=device)
     wgt = torch.zeros((nv, len(sub)), device=device)
+    packed = pack(samples.points[sub], samples.normals[sub])
     for k, view in enumerate(views):
-        idx, c, w = view.sample(samples.points[sub], samples.normals[sub], config, eps)
+        idx, c, w = view.sample_packed(packed, config, eps)
         col[k, idx], wgt[k, idx] = c, w
     overlap = (wgt > 0).sum(0) >= 2
     gains = torch.ones((nv, 3), device=device)
@@ -369,21 +434,31 @@ def push_pull(texture: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 def expand_edges(texture: np.ndarray, mask: np.ndarray, rings: int) -> np.ndarray:
     """Grow ``rings`` rings of texels around ``mask``: each new texel takes the mean of its
-    8-neighbours already filled (Blender's bake margin). texture: [H, W, C]; mask: bool [H, W].
-    Returns float32 [H, W, C] (0 beyond the rings)."""
-    t = torch.as_tensor(np.asarray(texture, np.float32)).permute(2, 0, 1)[None]
-    m = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
-    t = t * m
-    kernel = torch.ones((1, 1, 3, 3))
-    for _ in range(rings):
-        cnt = F.conv2d(m, kernel, padding=1)
-        grow = (cnt > 0) & (m == 0)
-        if not grow.any():
+    8-neighbours already filled (Blender's bake margin). Only the ring's texels are touched
+    (the last ring's neighbours give the next, a gather of 8 neighbours fills them), not the full image.
+    texture: [H, W, C]; mask: bool [H, W]. Returns float32 [H, W, C] (0 beyond the rings)."""
+    h, w = mask.shape
+    tex = np.asarray(texture, np.float32)
+    out = np.zeros((h + 2, w + 2, tex.shape[2]), np.float32)  # a 1-texel frame: no wrap-around
+    out[1:-1, 1:-1] = np.where(mask[..., None], tex, np.float32(0))
+    filled = np.zeros((h + 2, w + 2), bool)
+    filled[1:-1, 1:-1] = mask
+    inner = np.zeros_like(filled)
+    inner[1:-1, 1:-1] = True
+    flat, known = out.reshape(-1, tex.shape[2]), filled.reshape(-1)
+    offsets = np.array([dy * (w + 2) + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    ring = np.flatnonzero(ndimage.binary_dilation(filled, np.ones((3, 3), bool)) & ~filled & inner)
+    for k in range(rings):
+        if k:  # the next ring: the last one's neighbours not yet filled
+            ring = np.unique((ring[:, None] + offsets).ravel())
+            ring = ring[~known[ring] & inner.reshape(-1)[ring]]
+        if not len(ring):
             break
-        s = F.conv2d(t.reshape(-1, 1, *t.shape[-2:]), kernel, padding=1).reshape(t.shape)
-        t = torch.where(grow, s / cnt.clamp_min(1), t)
-        m = torch.where(grow, torch.ones_like(m), m)
-    return t[0].permute(1, 2, 0).numpy()
+        nbr = ring[:, None] + offsets  # [n, 8]
+        wgt = known[nbr].astype(np.float32)
+        flat[ring] = (flat[nbr] * wgt[..., None]).sum(1) / wgt.sum(1, keepdims=True)
+        known[ring] = True
+    return out[1:-1, 1:-1].copy()
 
 
 def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, faces_uv: np.ndarray, views: Sequence[View],
@@ -408,14 +483,16 @@ def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, faces_uv: np.
     t2 = time.perf_counter()
     gains = _gains(prepared, samples, config, eps) if config.equalize and len(prepared) > 1 else \
         torch.ones((len(prepared), 3), device=samples.points.device)
-    acc = torch.zeros((size * size, 3), device=samples.points.device)
-    wsum = torch.zeros(size * size, device=samples.points.device)
+    bins = _DirectionBins(samples.points, samples.normals)
+    packed = pack(samples.points[bins.order], samples.normals[bins.order])
+    acc = torch.zeros((len(packed), 4), device=packed.device)  # per sample: Σ w · gain · colour, Σ w
     for k, view in enumerate(prepared):
-        cand = samples.candidates(view.centre, config.min_cos)
-        idx, colour, weight = view.sample(samples.points, samples.normals, config, eps, cand)
-        pix = samples.pix[idx]
-        acc.index_add_(0, pix, colour * gains[k] * weight[:, None])
-        wsum.index_add_(0, pix, weight)
+        for a, e in bins.ranges(view.centre, config.min_cos):
+            idx, colour, weight = view.sample_packed(packed[a:e], config, eps)
+            acc.index_add_(0, idx + a, torch.cat([colour * (gains[k] * weight[:, None]), weight[:, None]], 1))
+    per_texel = torch.zeros((size * size, 4), device=packed.device)
+    per_texel.index_add_(0, samples.pix[bins.order], acc)  # a texel's samples (overlapping islands) pooled
+    acc, wsum = per_texel[:, :3], per_texel[:, 3]
     t3 = time.perf_counter()
     chart = torch.zeros(size * size, dtype=torch.bool, device=acc.device)
     chart[samples.pix] = True

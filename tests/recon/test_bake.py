@@ -134,3 +134,64 @@ def test_uv_transfer_onto_itself_keeps_the_layout(blob):
     vmap, fnew, uv2 = transfer_uvs(v, f, uvs, f, v, f)
     np.testing.assert_allclose(uv2[fnew], uvs[f], atol=1e-6)
     assert np.array_equal(vmap[fnew], f)
+
+
+def test_edge_expansion_grows_rings_of_neighbour_means():
+    """Independent check: ring k is the chessboard ring at distance k; its texels hold the mean
+    of their already-filled 8-neighbours (computed here by a plain loop)."""
+    from recon.bake import expand_edges
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((20, 24), bool)
+    mask[6:10, 5:9] = mask[14, 18] = True
+    tex = rng.random((20, 24, 3)).astype(np.float32)
+    out = expand_edges(tex, mask, 3)
+    want = np.where(mask[..., None], tex, 0)
+    known = mask.copy()
+    for _ in range(3):
+        ring = [(i, j) for i in range(20) for j in range(24) if not known[i, j]
+                and known[max(0, i - 1):i + 2, max(0, j - 1):j + 2].any()]
+        new = {}
+        for i, j in ring:
+            nb = [(a, b) for a in range(i - 1, i + 2) for b in range(j - 1, j + 2)
+                  if 0 <= a < 20 and 0 <= b < 24 and known[a, b]]
+            new[i, j] = np.mean([want[a, b] for a, b in nb], 0)
+        for (i, j), c in new.items():
+            want[i, j], known[i, j] = c, True
+    np.testing.assert_allclose(out, want, atol=1e-6)
+    assert (out[~known] == 0).all() and known.sum() > mask.sum() + 50
+
+
+def test_direction_bins_skip_only_samples_a_view_cannot_see(blob):
+    """The bins a view skips hold no sample it sees: the same samples, colours and weights
+    as projecting every sample (a concave, lumpy mesh, cameras near and far)."""
+    import torch
+
+    from recon.bake import _DirectionBins, _View, pack
+
+    s = trimesh.creation.icosphere(3, radius=0.1)
+    d = s.vertices / 0.1
+    v0 = s.vertices * (1 + 0.25 * np.sin(5 * d[:, 0]) * np.cos(4 * d[:, 1]))[:, None]
+    vmap, fu, uvs = unwrap(v0, s.faces, resolution=S, padding=3)
+    v = v0[vmap]
+    samples = texel_samples(v, fu, uvs, fu, S)
+    bins = _DirectionBins(samples.points, samples.normals)
+    packed = pack(samples.points[bins.order], samples.normals[bins.order])
+    cfg = BakeConfig(size=S, border_px=1.0)
+    img = np.full((96, 96, 3), 0.5, np.float32)
+    skipped = 0
+    for i, dist in enumerate([0.25, 0.4, 0.8, 0.3, 0.6]):
+        cam = orbit_camera(70.0 * i, 50.0 * np.sin(i), dist, 50, 96)
+        view = _View(img, cam, None, v, fu, cfg, "cpu")
+        idx_all, _, w_all = view.sample_packed(packed, cfg, 1e-3)
+        got_i, got_w = [], []
+        ranges = bins.ranges(view.centre, cfg.min_cos)
+        for a, e in ranges:
+            idx, _, w = view.sample_packed(packed[a:e], cfg, 1e-3)
+            got_i.append(idx + a)
+            got_w.append(w)
+        skipped += len(packed) - sum(e - a for a, e in ranges)
+        order = torch.argsort(torch.cat(got_i))
+        assert torch.equal(torch.cat(got_i)[order], idx_all)
+        torch.testing.assert_close(torch.cat(got_w)[order], w_all)
+    assert skipped > 0.2 * 5 * len(packed)  # the bins do skip work
