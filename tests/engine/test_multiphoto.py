@@ -94,7 +94,7 @@ def marked_truth(tmp_path_factory):
 def test_a_side_photo_improves_the_side_views(marked_truth, tmp_path):
     """Front + 45° photo vs the front alone: side views (30–105°) closer to the true renders.
 
-    Measured here: +1.76 dB (20.96 → 22.72 dB on the head's pixels) since the refinement
+    Measured here: +1.84 dB (20.94 → 22.78 dB on the head's pixels) since the refinement
     orbits the camera about the head (it lands within 1° of the true 45° turn); with the side
     photo's true camera it is +3.0 dB (23.99 dB); the issue's target is +3 dB (not met: see
     README). Dropping the side photo gives +0, and a misregistered one
