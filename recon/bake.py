@@ -516,3 +516,27 @@ def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, faces_uv: np.
     log.info("bake %d²: %d views, %.1f%% seen, %.1f%% autofilled, %.2f s", size, len(prepared),
              100 * seen_np.sum() / max(1, chart_np.sum()), 100 * filled.sum() / max(1, chart_np.sum()), secs["total"])
     return BakeResult(texture, seen_np, filled, chart_np, gains.cpu().numpy(), secs)
+
+
+def point_projector(image, camera: Camera, mask, vertices: np.ndarray, faces: np.ndarray, border_px: float,
+                    device="cpu") -> Callable:
+    """One view prepared once (colour + border planes, depth map; ``_View``) for projecting any
+    surface points into it: returns ``project(points, normals, angle_power, min_cos, cos_ramp,
+    eps) -> (colour float32 [N, 3], weight float32 [N])``, 0 where not seen (steps 1–3 of the
+    module docstring, ``eps`` in metres). For callers that weight views themselves (the
+    projection backend's vertices, texels and mirrored points)."""
+    base = BakeConfig(border_px=border_px)
+    view = _View(image, camera, mask, np.asarray(vertices, np.float32), np.asarray(faces, np.int64), base, device)
+
+    def project(points, normals, angle_power: float, min_cos: float, cos_ramp: float, eps: float):
+        cfg = BakeConfig(angle_strictness=angle_power, min_cos=min_cos, cos_ramp=cos_ramp, border_px=border_px)
+        p = torch.as_tensor(np.asarray(points, np.float32), device=device)
+        n = torch.as_tensor(np.asarray(normals, np.float32), device=device)
+        idx, c, w = view.sample(p, n, cfg, eps)
+        colour = np.zeros((len(p), 3), np.float32)
+        weight = np.zeros(len(p), np.float32)
+        colour[idx.cpu().numpy()] = c.cpu().numpy()
+        weight[idx.cpu().numpy()] = w.cpu().numpy()
+        return colour, weight
+
+    return project

@@ -4,9 +4,10 @@ The landmark fit (``prior.multifit``) places each photo's camera to a few degree
 a head model, not for painting a second photo onto the first without a visible offset (a
 mediapipe mesh on a 60° profile is less accurate than on a frontal face). Surface points the
 input view sees squarely carry its colours; the further photo's camera is refined so that its
-own (blurred) colours at those points' projections match them: 6 pose parameters (a rotation
-and a translation applied in the camera frame) and 3 per-channel log gains (exposure), robust
-least squares (soft L1) with the visibility fixed at the landmark pose. Bounded (±10°, ±4 cm)
+own (blurred) colours at those points' projections match them:
+7 camera parameters (an orbit about the head's centre in camera axes, a shift, a log focal
+scale) and 3 per-channel log gains (exposure), robust least squares (soft L1) with the
+visibility fixed at the landmark pose. Bounded (±20°, ±6 cm, focal ×/÷ 1.35)
 and kept only when it lowers the robust cost. Before it, a coarse search over orbit angles
 about the head (``align_camera``): mediapipe under-states large turns.
 """
@@ -38,13 +39,20 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
     return np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
 
 
-def moved(camera: Camera, params: np.ndarray) -> Camera:
-    """The camera with w2c ← [R(ω) | t] · w2c, params = (ω [3] radians, t [3] metres, camera frame)."""
+def orbit_moved(camera: Camera, params: np.ndarray, centre: np.ndarray) -> Camera:
+    """The camera orbited about the world point ``centre`` by R(ω) (camera axes), then shifted:
+    w2c ← [R | (I − R)·c + t] · w2c with c the centre in camera coordinates, params = (ω [3]
+    radians, t [3] metres, optionally log focal scale [1]). An orbit about the head is what a misjudged head turn needs; a
+    rotation about the camera's own centre must be paid back by a translation (0.07 m per 6°
+    at 0.65 m), which a bounded solver cannot reach."""
+    r = _rodrigues(np.asarray(params[:3], np.float64))
+    c = camera.w2c[:3, :3] @ np.asarray(centre, np.float64) + camera.w2c[:3, 3]
     delta = np.eye(4)
-    delta[:3, :3] = _rodrigues(np.asarray(params[:3], np.float64))
-    delta[:3, 3] = params[3:6]
+    delta[:3, :3] = r
+    delta[:3, 3] = (np.eye(3) - r) @ c + np.asarray(params[3:6], np.float64)
     w2c = delta @ camera.w2c
-    return Camera(np.linalg.inv(w2c), camera.fx, camera.fy, camera.cx, camera.cy, camera.w, camera.h)
+    k = math.exp(float(params[6])) if len(params) > 6 else 1.0
+    return Camera(np.linalg.inv(w2c), camera.fx * k, camera.fy * k, camera.cx, camera.cy, camera.w, camera.h)
 
 
 def orbited(camera: Camera, degrees: float) -> Camera:
@@ -142,14 +150,15 @@ def refine_camera(camera: Camera, image: np.ndarray, mask: np.ndarray, points: n
         idx = rng.choice(idx, MAX_POINTS, replace=False)
     p, ref = points[idx], np.asarray(colours, np.float64)[idx]
     blurred = _blurred(image)
+    centre = np.asarray(vertices, np.float64).mean(0)
 
     def residuals(x):
-        uv, _ = moved(camera, x).project(p)
-        c = sample_bilinear(blurred, uv) * np.exp(x[6:9])
+        uv, _ = orbit_moved(camera, x[:7], centre).project(p)
+        c = sample_bilinear(blurred, uv) * np.exp(x[7:10])
         return (c - ref).ravel()
 
-    x0 = np.zeros(9)
-    lim = np.array([math.radians(10)] * 3 + [0.04] * 3 + [0.5] * 3)
+    x0 = np.zeros(10)
+    lim = np.array([math.radians(20)] * 3 + [0.06] * 3 + [0.3] + [0.5] * 3)
     before = residuals(x0)
     res = least_squares(residuals, x0, bounds=(-lim, lim), loss="soft_l1", f_scale=0.05, diff_step=1e-3,
                         max_nfev=60)
@@ -161,4 +170,4 @@ def refine_camera(camera: Camera, image: np.ndarray, mask: np.ndarray, points: n
     info["used"] = True
     log.info("camera refined photometrically: %.2f°, %.3f m, cost %.1f → %.1f (%d points)", info["moved_deg"],
              info["moved_m"], info["cost_before"], info["cost_after"], len(idx))
-    return moved(camera, res.x), info
+    return orbit_moved(camera, res.x[:7], centre), info

@@ -6,7 +6,7 @@ paints the prior mesh (§3.1's fitted head) with the photo and renders it:
 1. UV atlas: the prior's own UVs, or an xatlas unwrap;
 2. every texel's surface point is looked up in the photo through the input camera, with a
    z-buffer visibility test, cos^p view-angle weights and the matte as the mask
-   (``recon.texture.project_points``);
+   (``recon.bake.point_projector``, the bake's occlusion-tested projection);
 3. the side the photo does not see is read at the mirror point across the sagittal plane
    x = 0 (faces are nearly symmetric), where that point was seen;
 4. the rest gets hair (on the scalp behind the hairline, with soft variation) and skin
@@ -42,7 +42,8 @@ from engine.paths import cache_dir
 from recon.cameras import Camera
 from recon.export import write_glb
 from recon.raster import rasterize, vertex_normals
-from recon.texture import project_points, sample_bilinear, texel_geometry, to_float
+from recon.bake import point_projector
+from recon.texture import sample_bilinear, texel_geometry, to_float
 from recon.uv import dilate, rasterize_uv, unwrap
 
 from . import _align, _fill, _fuse, _skin
@@ -214,7 +215,7 @@ def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, confi
     frags = rasterize(v, faces, camera)
     raw = crop
     crop, tone = _deshade(crop, alpha, lm, v, faces, normals, camera, frags, config)
-    ver_c0, ver_w0 = _project(v, normals, v, faces, crop, alpha, camera, frags, config)
+    ver_c0, ver_w0 = _project(v, normals, _projector(crop, alpha, camera, v, faces, config), config)
     frontal = ver_c0[_frontal(ver_w0, normals)]
     cols = _fill.estimate_colours(crop, alpha, lm, frontal, skin=None if tone is None else tone.face)
     if cols.hair_state == "unknown":
@@ -223,9 +224,10 @@ def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, confi
     # nor the mirrored projection paints the neck with a collar (its soft border blends).
     cloth = _fill.clothing_mask(crop, alpha, lm, cols.skin)
     matte = alpha & ~cloth
+    into_matte = _projector(crop, matte, camera, v, faces, config)
     if cloth.any():
-        ver_c0, ver_w0 = _project(v, normals, v, faces, crop, matte, camera, frags, config)
-    tex_c, tex_w = _project(geo.points, geo.normals, v, faces, crop, matte, camera, frags, config)
+        ver_c0, ver_w0 = _project(v, normals, into_matte, config)
+    tex_c, tex_w = _project(geo.points, geo.normals, into_matte, config)
     ver_c, ver_w = ver_c0, ver_w0
     frame = _fill.HeadFrame.from_vertices(v)
     # Ears hidden behind hair and the grazing underside of the chin take no photo.
@@ -280,8 +282,9 @@ def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig
     direct = replace(config, mirror=False)
     lip = float(lm[_fill.LOWER_LIP_ID, 1])
     out = []
+    into_matte = _projector(crop, matte, camera, v, faces, direct)
     for p, n in ((geo.points, geo.normals), (v, normals)):
-        c, w = _project(p, n, v, faces, crop, matte, camera, frags, direct)
+        c, w = _project(p, n, into_matte, direct)
         w = w * _fill.ear_gate(p, c, cols.skin, frame) * _fill.chin_gate(p, n, camera.project(p)[0][:, 1], lip)
         out += [c, w]
     return tuple(out)
@@ -449,18 +452,23 @@ def _uv_raster(uvs: np.ndarray, faces_uv: np.ndarray, config: ProjectionConfig):
     return fid, bary
 
 
-def _project(points, normals, v, faces, crop, alpha, camera, frags, config: ProjectionConfig):
+def _projector(crop, mask, camera, v, faces, config: ProjectionConfig):
+    """The crop prepared once for projecting points into it (``recon.bake.point_projector``:
+    depth-map occlusion, view angle, matte border); crop float [S, S, 3], mask bool [S, S]."""
+    return point_projector(crop, camera, mask, v, faces, config.border_px)
+
+
+def _project(points, normals, project, config: ProjectionConfig):
     """Photo colour and weight of surface points: direct, then mirrored where the direct view fails.
 
-    points, normals: [N, 3]. Returns (colour [N, 3], weight [N]).
+    points, normals: [N, 3]; project: ``_projector``'s. Returns (colour [N, 3], weight [N]).
     """
-    kw = dict(angle_power=config.angle_power, border_px=config.border_px, frags=frags,
-              min_cos=config.min_cos, cos_ramp=config.cos_ramp)
-    c, w = project_points(points, normals, v, faces, crop, camera, alpha, eps=config.eps, **kw)
+    kw = dict(angle_power=config.angle_power, min_cos=config.min_cos, cos_ramp=config.cos_ramp)
+    c, w = project(points, normals, eps=config.eps, **kw)
     if not config.mirror:
         return c, w
     flip = np.array([-1.0, 1.0, 1.0])
-    cm, wm = project_points(points * flip, normals * flip, v, faces, crop, camera, alpha, eps=config.mirror_eps, **kw)
+    cm, wm = project(points * flip, normals * flip, eps=config.mirror_eps, **kw)
     wm = wm * config.mirror_strength
     # The mirror only tops up what the true side lacks: it cannot outvote a frontal view.
     wm = np.minimum(wm, np.clip(config.full_weight - w, 0, None))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.multiview import _fuse
+from engine.multiview import _align, _fuse
 from tests.engine import synthetic_heads as syn
 from tests.engine.cli_helpers import assert_one_line_error, run_cli
 from tests.engine.images import with_exif_orientation
@@ -34,6 +34,19 @@ def test_exposure_gain_matches_a_darker_photo():
     gain = _fuse.exposure_gain(ref, np.ones(500), ref * np.array([0.5, 0.7, 0.9]), np.ones(500))
     assert np.allclose(gain, [1.6, 1 / 0.7, 1 / 0.9], atol=1e-3)
     assert np.allclose(_fuse.exposure_gain(ref, np.zeros(500), ref, np.ones(500)), 1)  # nothing shared
+
+
+def test_orbit_about_the_head_is_a_turn_of_the_camera_around_it():
+    from recon.cameras import orbit_camera
+
+    cam = orbit_camera(10, 5, 0.7, 30.0, 64)
+    axis = cam.w2c[:3, :3] @ np.array([0.0, 0.0, 1.0])  # world Z in camera axes
+    a = np.radians(20)
+    out = _align.orbit_moved(cam, np.r_[-a * axis, 0, 0, 0], np.zeros(3))
+    assert np.allclose(out.c2w, orbit_camera(30, 5, 0.7, 30.0, 64).c2w, atol=1e-9)
+    shifted = _align.orbit_moved(cam, np.r_[0.1, -0.2, 0.05, 0, 0, 0, np.log(1.2)], np.array([0.01, 0.02, 0.03]))
+    assert np.linalg.norm(shifted.center - [0.01, 0.02, 0.03]) == pytest.approx(np.linalg.norm(cam.center - [0.01, 0.02, 0.03]))
+    assert shifted.fx == pytest.approx(cam.fx * 1.2) and shifted.cx == cam.cx
 
 
 def test_mirror_fill_yields_to_a_photo_of_that_side():
@@ -81,8 +94,10 @@ def marked_truth(tmp_path_factory):
 def test_a_side_photo_improves_the_side_views(marked_truth, tmp_path):
     """Front + 45° photo vs the front alone: side views (30–105°) closer to the true renders.
 
-    Measured here: +1.25 dB (20.8 → 22.1 dB on the head's pixels; with the true camera of
-    the side photo the gain is about +2.5 dB); the issue's target is +3 dB (not met: see README). Dropping the side photo gives +0, and a misregistered one
+    Measured here: +1.84 dB (20.94 → 22.78 dB on the head's pixels) since the refinement
+    orbits the camera about the head (it lands within 1° of the true 45° turn); with the side
+    photo's true camera it is +3.0 dB (23.99 dB); the issue's target is +3 dB (not met: see
+    README). Dropping the side photo gives +0, and a misregistered one
     (the landmark camera alone, 17° short of the turn) lowers it."""
     t = marked_truth
     front, side = syn.photo(t, 0), syn.photo(t, 45)
@@ -91,5 +106,5 @@ def test_a_side_photo_improves_the_side_views(marked_truth, tmp_path):
     h2, r2, extras = syn.run_photos([front, side], tmp_path / "two")
     assert len(extras) == 1
     one, two = syn.view_psnr(h1, r1, t, azimuths), syn.view_psnr(h2, r2, t, azimuths)
-    assert two >= one + 0.25, (one, two)
+    assert two >= one + 1.5, (one, two)
     assert syn.view_psnr(h2, r2, t, (0,)) >= syn.view_psnr(h1, r1, t, (0,)) - 0.5  # the front stays

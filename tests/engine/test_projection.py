@@ -260,3 +260,29 @@ def test_hair_colour_from_projected_texels():
     assert np.allclose(_fill.hair_from_texels(cols, tex_c, np.full(n, 0.1), np.ones(n), 0.3).hair, crop_hair)
     bald = _fill.Colours(cols.skin, cols.skin, "bald", 0.0)
     assert _fill.hair_from_texels(bald, tex_c, np.full(n, 0.5), np.ones(n), 0.3) is bald
+
+
+def test_bake_projector_agrees_with_the_texel_projection():
+    """The backend's projection (``recon.bake.point_projector``, depth-map occlusion) against
+    ``recon.texture.project_points`` (z-buffer face ids) on the same points: the same colours,
+    the same points seen but a few on the silhouette, the same weights but a few on the matte border."""
+    from recon.bake import point_projector
+    from recon.raster import vertex_normals
+    from recon.texture import project_points
+
+    v, f = _head()
+    n = vertex_normals(v, f)
+    cam = orbit_camera(25, 10, 0.6, 30.0, SIZE)
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.1, 0.9, (SIZE, SIZE, 3)).astype(np.float32)
+    mask = rasterize(v, f, cam).face_id >= 0
+    pts = np.concatenate([v, 0.5 * (v[f[:, 0]] + v[f[:, 1]])])  # vertices and edge midpoints
+    nrm = np.concatenate([n, n[f[:, 0]] + n[f[:, 1]]])
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    kw = dict(angle_power=2.0, min_cos=0.2, cos_ramp=0.25, eps=0.002)
+    c_ref, w_ref = project_points(pts, nrm, v, f, img, cam, mask, border_px=6.0, **kw)
+    c, w = point_projector(img, cam, mask, v, f, 6.0)(pts, nrm, **kw)
+    both = (w > 0) & (w_ref > 0)
+    assert both.sum() > 0.3 * len(pts) and ((w > 0) != (w_ref > 0)).mean() < 0.03
+    assert np.abs(c - c_ref)[both].max() < 1e-4
+    assert np.median(np.abs(w - w_ref)[both]) < 1e-4 and np.mean(np.abs(w - w_ref)[both] > 0.05) < 0.05
