@@ -155,3 +155,87 @@ def test_several_holes_each_get_their_own_patch_and_the_limit_is_inclusive():
     assert sorted(len(loop) for loop in boundary_loops(cf2)) == [small, sizes[-1]]
     mv, mf = clean_mesh(v, holed, target_faces=len(holed) + 100, max_hole_edges=small)
     assert sorted(len(loop) for loop in boundary_loops(mf)) == [sizes[-1]]
+
+
+def _ico(sub=1, r=0.1):
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=sub, radius=r)
+    return np.asarray(s.vertices), np.asarray(s.faces, np.int64)
+
+
+def _same_layout(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 3
+
+
+def test_uv_layout_dispatch():
+    """xatlas directly under the face limit (or with no limit), on a proxy above it, the template's
+    layout by closest point; bad layouts are errors."""
+    from recon.mesh import uv_layout
+    from recon.uv import unwrap
+    from recon.uv_transfer import proxy_unwrap, transfer_uvs
+
+    v, f = _ico(1)  # 80 faces
+    direct = unwrap(v, f, resolution=64)
+    assert _same_layout(uv_layout(v, f, 64, unwrap_faces=80), direct)  # at the limit: direct
+    assert _same_layout(uv_layout(v, f, 64, unwrap_faces=0), direct)  # no limit
+    assert not _same_layout(unwrap(v, f, resolution=256), direct)  # the size reaches xatlas
+    proxy = uv_layout(v, f, 64, unwrap_faces=40)
+    assert _same_layout(proxy, proxy_unwrap(v, f, 40, resolution=64)) and not _same_layout(proxy, direct)
+    tv, tf = _ico(2)
+    tmap, tfuv, tuvs = unwrap(tv, tf, resolution=64)
+    template = (tv[tmap], tfuv, tuvs, tfuv)
+    assert _same_layout(uv_layout(v, f, 64, "template", template=template), transfer_uvs(*template, v, f))
+    with pytest.raises(ValueError, match="needs a prior mesh"):
+        uv_layout(v, f, 64, "template")
+    with pytest.raises(ValueError, match="unknown uv layout 'cube'"):
+        uv_layout(v, f, 64, "cube")
+
+
+def test_bake_texture_from_one_view_fills_the_rest_from_the_colour_field():
+    """A red view of the front of a sphere: the texels it sees are red, most others take the
+    colour field's blue (the rest blend in from the seen side); the coverage mask is 255 exactly where the view saw."""
+    from recon.bake import BakeConfig
+    from recon.cameras import orbit_camera
+    from recon.mesh import bake_texture
+
+    v, f = _ico(2)
+    cam = orbit_camera(0.0, 0.0, 0.5, 40.0, 32)
+    image = np.zeros((32, 32, 3), np.float32)
+    image[..., 0] = 1.0
+    calls = []
+
+    def blue(p):
+        calls.append(len(p))
+        return np.tile([0.0, 0.0, 1.0], (len(p), 1))
+
+    nv, fuv, uvs, tex, cover, stats = bake_texture(v, f, [(image, cam, None)], 32, blue, unwrap_faces=5000,
+                                                   bake_config=BakeConfig(size=1024))
+    assert tex.shape == (32, 32, 3) and tex.dtype == np.uint8 and cover.shape == (32, 32)
+    assert len(nv) == len(uvs) and fuv.max() == len(nv) - 1 and len(fuv) == len(f)
+    assert set(np.unique(cover)) <= {0, 255}
+    assert 0.1 < stats["texture_coverage"] < 0.9 and 0.05 < stats["texture_autofilled"] < 0.9 and calls
+    assert stats["bake_seconds"] > 0
+    seen = cover == 255
+    assert (tex[seen] == [255, 0, 0]).all(1).mean() > 0.9
+    other = ~seen & (tex.sum(-1) > 0)  # texels off the atlas stay black
+    assert other.any() and (tex[other] == [0, 0, 255]).all(1).mean() > 0.6  # the rest: blended at the rim
+    assert (tex[seen][:, 2] == 0).all()  # no blue where the view saw
+    assert np.allclose(np.linalg.norm(nv, axis=1), 0.1)  # positions of the sphere's own vertices
+
+
+def test_export_writes_coverage_glb_and_obj(tmp_path):
+    from recon.mesh import export
+
+    v, f = _ico(1)
+    uvs = np.zeros((len(v), 2))
+    tex = np.full((4, 4, 3), 9, np.uint8)
+    glb, obj = export(tmp_path / "out", "head", v, f, uvs, tex, coverage=np.full((4, 4), 255, np.uint8))
+    assert (glb, obj) == (tmp_path / "out" / "head.glb", tmp_path / "out" / "head.obj")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["head.glb", "head.mtl", "head.obj", "head.png", "head_coverage.png", ]
+    from PIL import Image
+
+    assert np.asarray(Image.open(tmp_path / "out" / "head_coverage.png")).tolist() == [[255] * 4] * 4
+    export(tmp_path / "plain", "x", v, f, uvs, tex)
+    assert "x_coverage.png" not in [p.name for p in (tmp_path / "plain").iterdir()]
