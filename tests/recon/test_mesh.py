@@ -239,3 +239,120 @@ def test_export_writes_coverage_glb_and_obj(tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "head_coverage.png")).tolist() == [[255] * 4] * 4
     export(tmp_path / "plain", "x", v, f, uvs, tex)
     assert "x_coverage.png" not in [p.name for p in (tmp_path / "plain").iterdir()]
+
+
+def test_band_volume_of_an_off_centre_sphere_and_the_coarse_field_elsewhere():
+    """Off-centre (the axes are told apart), exact in the band, and elsewhere the coarse grid's
+    trilinear upsampling (corners aligned), checked against scipy's zoom of the coarse grid."""
+    from scipy import ndimage
+
+    c = (0.3, -0.15, 0.1)
+    fn = _sphere_fn(0.4, c)
+    evaluated = []
+
+    def counting(x):
+        evaluated.append(len(x))
+        return fn(x)
+
+    vol = sdf_volume(counting, 61, coarse=16)
+    axis = np.linspace(-1, 1, 61)
+    pts = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    dense = np.linalg.norm(pts - np.array(c), axis=-1) - 0.4
+    near = np.abs(dense) < 2 / 15  # within a coarse cell of the surface: exact
+    assert np.abs(vol[near] - dense[near]).max() < 1e-5
+    a16 = np.linspace(-1, 1, 16)
+    low = np.linalg.norm(np.stack(np.meshgrid(a16, a16, a16, indexing="ij"), -1) - np.array(c), axis=-1) - 0.4
+    up = ndimage.zoom(low, 61 / 16, order=1, grid_mode=False)
+    far = np.abs(dense) > 0.6
+    assert far.sum() > 1000 and np.abs(vol[far] - up[far]).max() < 1e-4
+    assert evaluated[0] == 16**3 and 0.05 * 61**3 < sum(evaluated[1:]) < 0.4 * 61**3  # a band, not everything
+
+
+def test_volume_at_or_below_the_coarse_size():
+    fn = _sphere_fn(0.5, (0.2, 0.0, -0.1))
+    a = np.linspace(-1, 1, 16)
+    exact = fn(torch.tensor(np.stack(np.meshgrid(a, a, a, indexing="ij"), -1).reshape(-1, 3))).numpy().reshape(16, 16, 16)
+    assert np.allclose(sdf_volume(fn, 16, coarse=16), exact, atol=1e-6)
+    small = sdf_volume(fn, 9, coarse=16)
+    assert small.shape == (9, 9, 9) and small[0, 0, 0] == pytest.approx(exact[0, 0, 0], abs=1e-6)
+    assert small[-1, -1, -1] == pytest.approx(exact[-1, -1, -1], abs=1e-6)
+
+
+@pytest.mark.parametrize("vol", [np.zeros((6, 6, 6)), -np.ones((6, 6, 6)),
+                                 np.pad(np.ones((4, 4, 4)), 1), -np.pad(np.ones((4, 4, 4)), 1)])
+def test_no_strict_zero_crossing_is_an_error(vol):
+    with pytest.raises(ReconError, match=r"^the reconstructed SDF has no zero crossing \(no surface\)$"):
+        marching_cubes_mesh(vol.astype(np.float32), BOX)
+
+
+def test_marching_cubes_orients_outward_even_for_an_inside_out_sdf():
+    from recon.mesh import _signed_volume
+
+    vol = sdf_volume(_sphere_fn(0.5), 24, coarse=24)
+    for v, f in (marching_cubes_mesh(vol, BOX), marching_cubes_mesh(-vol, BOX)):
+        expected = 4 / 3 * np.pi * (0.5 * BOX.scale) ** 3
+        assert _signed_volume(v - BOX.centre, f) == pytest.approx(expected, rel=0.03)
+
+
+def test_signed_volume_of_a_tetrahedron():
+    from recon.mesh import _signed_volume
+
+    v = np.array([[0.0, 0, 0], [2.0, 0, 0], [0, 3.0, 0], [0, 0, 4.0]])
+    f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])  # outward
+    assert _signed_volume(v, f) == pytest.approx(2 * 3 * 4 / 6)
+    assert _signed_volume(v, f[:, ::-1]) == pytest.approx(-4.0)
+
+
+def test_topology_report_by_hand():
+    # one triangle of area 1 (legs 2 and 1) in a box of diagonal² 5, an unused vertex
+    v = np.array([[0.0, 0, 0], [2.0, 0, 0], [0, 1.0, 0], [9.0, 9, 9]])[:3]
+    f = np.array([[0, 1, 2]])
+    r = topology_report(v, f, area_tol=0.2)  # area 1 ≤ 0.2 · 5: zero-area, at the limit
+    assert r == {"boundary_edges": 3, "nonmanifold_edges": 0, "components": 1, "zero_area_faces": 1}
+    assert topology_report(v, f, area_tol=0.1999)["zero_area_faces"] == 0
+    v2 = np.vstack([v, [[5.0, 5, 5]]])  # an unused vertex is no component
+    assert topology_report(v2, f)["components"] == 1
+    fin = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4]])  # three faces on edge (0, 1)
+    v3 = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]])
+    r = topology_report(v3, fin)
+    assert r["nonmanifold_edges"] == 1 and r["boundary_edges"] == 6 and r["components"] == 1
+
+
+def test_weld_puts_the_merged_vertex_at_the_mean_and_drops_every_collapsed_face():
+    v = np.array([[0.0, 0, 0], [1e-9, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
+    f = np.array([[2, 3, 0], [1, 2, 0], [0, 3, 1], [2, 4, 3]])  # face 1 collapses on corners 0/2, face 2 on 0/2
+    w, g = weld(v, f, 1e-6)
+    assert len(w) == 4 and len(g) == 2
+    assert np.allclose(w[g[0, 2]], [5e-10, 0, 0], atol=1e-15)  # the mean of the pair
+    assert np.array_equal(np.sort(g, 1), np.sort(np.array([[1, 2, 0], [1, 3, 2]]), 1))
+
+
+def test_clean_mesh_weld_tolerance_is_relative_to_the_size():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(2, radius=10.0)  # a 35 m diagonal: the tolerance is 35 µm
+    v, f = _with_sliver(np.asarray(sphere.vertices), np.asarray(sphere.faces), gap=1e-6)
+    cv, cf = clean_mesh(v, f, target_faces=10_000)
+    assert topology_report(cv, cf)["zero_area_faces"] == 0 and len(cv) == len(sphere.vertices)
+
+
+def test_cleaning_steps_log_what_they_did(caplog):
+    import logging
+
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(2, radius=0.1)
+    v, f = _with_sliver(np.asarray(sphere.vertices), np.asarray(sphere.faces))
+    with caplog.at_level(logging.INFO, logger="recon.mesh"):
+        weld(v, f, 1e-7)
+        mv, mf = _sphere_mesh()
+        centre = mv[mf].mean(1)
+        close_small_holes(mv, mf[centre[:, 2] < centre[:, 2].max() - 0.01])
+        sdf_volume(_sphere_fn(0.5), 40, coarse=20)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "welded 1 vertex pairs closer than 1.0e-07 m" in messages
+    assert "closed 1 small holes" in messages
+    band = [m for m in messages if m.startswith("marching-cubes volume 40³: ")]
+    assert len(band) == 1
+    n, pct = band[0].split(": ")[1].split(" points evaluated exactly (")
+    assert float(pct.rstrip("%)")) == pytest.approx(100 * int(n) / 40**3, abs=0.051) and 0 < int(n) < 40**3
