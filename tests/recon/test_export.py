@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import struct
 
 import numpy as np
@@ -210,3 +211,67 @@ def test_to_srgb_pixels_rounds_and_clips():
     assert p16.dtype == np.uint16 and p16.tolist() == [[[0, 0, 32768], [65535, 65535, 13107]]]
     with pytest.raises(ValueError, match="8 or 16"):
         to_srgb_pixels(t, bits=12)
+
+
+def test_atomic_write_renames_a_hidden_temporary_from_the_same_folder(tmp_path, monkeypatch):
+    """The temporary lies beside the target (a rename across file systems is not atomic)."""
+    import os
+
+    from recon.export import _atomic_write
+
+    moves = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moves.append((Path(a), Path(b))), real(a, b)))
+    _atomic_write(tmp_path / "x.bin", b"abc")
+    (src, dst), = moves
+    assert dst == tmp_path / "x.bin" and src.parent == tmp_path
+    assert src.name.startswith(".x.bin.") and src.name.endswith(".tmp")
+
+
+def test_glb_keeps_given_normals_and_coincident_vertices(tmp_path):
+    """Normals are the caller's, not recomputed; vertices at one position stay apart (no processing)."""
+    v = np.vstack([TRI_V, TRI_V[:1]])
+    f = np.array([[0, 1, 2], [3, 2, 1]])
+    normals = np.array([[0.0, 0, 1]] * 4)  # not the faces' normals
+    path = write_glb(tmp_path / "n.glb", v, f, vertex_normals=normals)
+    data = path.read_bytes()
+    n = struct.unpack("<I", data[12:16])[0]
+    doc, binary = json.loads(data[20:20 + n]), data[20 + n + 8:]
+    acc = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["NORMAL"]]
+    view = doc["bufferViews"][acc["bufferView"]]
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    stored = np.frombuffer(binary[start:start + 12 * acc["count"]], "<f4").reshape(-1, 3)
+    np.testing.assert_allclose(stored, [[0.0, 1.0, 0.0]] * 4, atol=1e-6)  # Blender's +Z is glTF's +Y
+    assert len(trimesh.load(path, force="mesh", process=False).vertices) == 4
+
+
+def test_png16_chunks_by_hand():
+    import zlib
+
+    from recon.export import png_bytes
+
+    data = png_bytes(np.zeros((2, 3, 3), np.uint16))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[8:33] == (b"\x00\x00\x00\x0dIHDR" + bytes([0, 0, 0, 3, 0, 0, 0, 2, 16, 2, 0, 0, 0])
+                          + zlib.crc32(b"IHDR" + bytes([0, 0, 0, 3, 0, 0, 0, 2, 16, 2, 0, 0, 0])).to_bytes(4, "big"))
+    assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the fixed empty IEND chunk
+
+
+def test_writers_log_what_they_wrote(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="recon.export"):
+        write_glb(tmp_path / "a.glb", TRI_V, TRI_F)
+        write_obj(tmp_path / "a.obj", TRI_V, TRI_F)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"wrote {tmp_path / 'a.glb'} (3 vertices, 1 faces)", f"wrote {tmp_path / 'a.obj'} (3 vertices, 1 faces)"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(faces=np.array([[0, 1, 3]])), "faces must be [F, 3] indices into vertices"),
+    (dict(texture=np.zeros((2, 2, 3), np.uint8)), "a texture needs uvs"),
+])
+def test_error_messages_exactly(tmp_path, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        write_glb(tmp_path / "x.glb", **(dict(vertices=TRI_V, faces=TRI_F) | kwargs))
+    assert str(err.value) == message
