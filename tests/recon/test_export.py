@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import struct
 
 import numpy as np
@@ -96,3 +97,181 @@ def test_obj_full_precision_keeps_close_vertices_apart(tmp_path):
     back = trimesh.load(path, force="mesh")  # default processing merges coincident vertices
     assert len(back.vertices) == len(v2)
     np.testing.assert_array_equal(back.vertices, v2 @ BLENDER_TO_YUP.T)
+
+
+TRI_V = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.5]])
+TRI_F = np.array([[0, 1, 2]])
+
+
+@pytest.mark.parametrize("with_uv, with_normals, face", [
+    (True, True, "f 1/1/1 2/2/2 3/3/3"), (True, False, "f 1/1 2/2 3/3"),
+    (False, True, "f 1//1 2//2 3//3"), (False, False, "f 1 2 3")])
+def test_obj_text_of_one_triangle(tmp_path, with_uv, with_normals, face):
+    """The exact OBJ lines, written by hand: Y-up vertices (x, z, −y), one-based faces, MTL values."""
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.5]]) if with_uv else None
+    nrm = np.array([[0.0, 0.0, 1.0]] * 3) if with_normals else None
+    tex = np.full((2, 2, 3), 7, np.uint8) if with_uv else None
+    path = write_obj(tmp_path / "t.obj", TRI_V, TRI_F, uv, tex, nrm)
+    lines = path.read_text().splitlines()
+    assert lines[:3] == ["# Gen3D Face head (Y up, metres)", "mtllib t.mtl", "o t"]
+    assert [l for l in lines if l.startswith("v ")] == ["v 0.0 0.0 0.0", "v 1.0 0.0 0.0", "v 0.0 0.5 -2.0"]
+    assert [l for l in lines if l.startswith("vt ")] == (["vt 0.0 0.0", "vt 1.0 0.0", "vt 0.0 0.5"] if with_uv else [])
+    assert [l for l in lines if l.startswith("vn ")] == (["vn 0.0 1.0 0.0"] * 3 if with_normals else [])
+    assert lines[-2:] == ["usemtl head", face]
+    mtl = (tmp_path / "t.mtl").read_text().splitlines()
+    assert mtl[:8] == ["newmtl head", "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "d 1", "illum 1", "Pr 0.6", "Pm 0.0"]
+    assert mtl[8:] == (["map_Kd t.png"] if with_uv else [])
+    assert (tmp_path / "t.png").exists() == with_uv
+    assert len([p for p in tmp_path.iterdir()]) == 2 + with_uv  # no temporary file left
+
+
+def test_glb_material_and_normals_flag(tmp_path):
+    path = write_glb(tmp_path / "t.glb", TRI_V, TRI_F, np.zeros((3, 2)), np.zeros((2, 2, 3), np.uint8))
+    doc = _glb_json(path)
+    mat = doc["materials"][0]
+    assert mat["pbrMetallicRoughness"]["baseColorFactor"] == [1.0, 1.0, 1.0, 1.0]
+    assert not mat.get("doubleSided", False) and mat.get("name") == "head"
+    assert "NORMAL" not in doc["meshes"][0]["primitives"][0]["attributes"]  # none given: none written
+    path = write_glb(tmp_path / "n.glb", TRI_V, TRI_F, vertex_normals=np.array([[0.0, 0, 1]] * 3))
+    assert "NORMAL" in _glb_json(path)["meshes"][0]["primitives"][0]["attributes"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(vertices=np.array([[0.0, 0, np.nan]] * 3)), "vertices must be finite"),
+    (dict(faces=np.array([[0, 1]])), "faces must be"),
+    (dict(faces=np.array([[0, 1, -1]])), "faces must be"),
+    (dict(faces=np.array([[0, 1, 3]])), "faces must be"),
+    (dict(texture=np.zeros((2, 2), np.uint8), uvs=np.zeros((3, 2))), "texture must be"),
+    (dict(texture=np.zeros((2, 2, 2), np.uint8), uvs=np.zeros((3, 2))), "texture must be"),
+    (dict(texture=np.zeros((2, 2, 3), np.uint8)), "a texture needs uvs"),
+    (dict(vertex_normals=np.zeros((2, 3))), "vertex_normals must be"),
+])
+def test_obj_bad_input_writes_nothing(tmp_path, kwargs, match):
+    args = dict(vertices=TRI_V, faces=TRI_F) | kwargs
+    with pytest.raises(ValueError, match=match):
+        write_obj(tmp_path / "x.obj", **args)
+    assert not list(tmp_path.iterdir())
+
+
+def test_rgba_texture_and_empty_faces_are_accepted(tmp_path):
+    write_glb(tmp_path / "a.glb", TRI_V, TRI_F, np.zeros((3, 2)), np.zeros((2, 2, 4), np.uint8))
+    write_obj(tmp_path / "e.obj", TRI_V, np.zeros((0, 3), np.int64))
+    assert (tmp_path / "a.glb").stat().st_size > 0 and "f " not in (tmp_path / "e.obj").read_text()
+
+
+def test_atomic_write_cleans_up_on_failure_and_makes_folders(tmp_path):
+    from recon.export import _atomic_write
+
+    with pytest.raises(TypeError):
+        _atomic_write(tmp_path / "x.bin", "not bytes")
+    assert not list(tmp_path.iterdir())
+    _atomic_write(tmp_path / "a" / "b" / "x.bin", b"abc")
+    assert (tmp_path / "a" / "b" / "x.bin").read_bytes() == b"abc"
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["x.bin"]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png16_read_back_by_opencv(tmp_path, channels):
+    """The hand-encoded 16-bit PNG decodes (OpenCV's libpng, BGR order) to the same values."""
+    import cv2
+
+    from recon.export import write_png
+
+    rng = np.random.default_rng(channels)
+    img = rng.integers(0, 65536, (5, 7, channels)).astype(np.uint16)
+    img[0, 0] = 0x0102  # byte order: big-endian in the file
+    path = write_png(tmp_path / "d.png", img)
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and back.shape == img.shape
+    order = [2, 1, 0] if channels == 3 else [2, 1, 0, 3]
+    np.testing.assert_array_equal(back[..., order], img)
+    assert [p.name for p in tmp_path.iterdir()] == ["d.png"]
+
+
+def test_png8_grey_and_colour_and_bad_dtype(tmp_path):
+    from PIL import Image
+
+    from recon.export import png_bytes, write_png
+
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    write_png(tmp_path / "g.png", grey)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "g.png")), grey)
+    for bad in (np.zeros((2, 2, 3), np.float32), np.zeros((2, 2), np.uint16), np.zeros((2, 2, 2), np.uint16)):
+        with pytest.raises(ValueError, match="png: uint8 or uint16"):
+            png_bytes(bad)
+
+
+def test_to_srgb_pixels_rounds_and_clips():
+    from recon.export import to_srgb_pixels
+
+    t = np.array([[[-0.5, 0.0, 0.5], [1.0, 2.0, 0.2]]])
+    p8 = to_srgb_pixels(t)
+    assert p8.dtype == np.uint8 and p8.tolist() == [[[0, 0, 128], [255, 255, 51]]]  # 127.5+0.5, 51.0+0.5
+    p16 = to_srgb_pixels(t, bits=16)
+    assert p16.dtype == np.uint16 and p16.tolist() == [[[0, 0, 32768], [65535, 65535, 13107]]]
+    with pytest.raises(ValueError, match="8 or 16"):
+        to_srgb_pixels(t, bits=12)
+
+
+def test_atomic_write_renames_a_hidden_temporary_from_the_same_folder(tmp_path, monkeypatch):
+    """The temporary lies beside the target (a rename across file systems is not atomic)."""
+    import os
+
+    from recon.export import _atomic_write
+
+    moves = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moves.append((Path(a), Path(b))), real(a, b)))
+    _atomic_write(tmp_path / "x.bin", b"abc")
+    (src, dst), = moves
+    assert dst == tmp_path / "x.bin" and src.parent == tmp_path
+    assert src.name.startswith(".x.bin.") and src.name.endswith(".tmp")
+
+
+def test_glb_keeps_given_normals_and_coincident_vertices(tmp_path):
+    """Normals are the caller's, not recomputed; vertices at one position stay apart (no processing)."""
+    v = np.vstack([TRI_V, TRI_V[:1]])
+    f = np.array([[0, 1, 2], [3, 2, 1]])
+    normals = np.array([[0.0, 0, 1]] * 4)  # not the faces' normals
+    path = write_glb(tmp_path / "n.glb", v, f, vertex_normals=normals)
+    data = path.read_bytes()
+    n = struct.unpack("<I", data[12:16])[0]
+    doc, binary = json.loads(data[20:20 + n]), data[20 + n + 8:]
+    acc = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["NORMAL"]]
+    view = doc["bufferViews"][acc["bufferView"]]
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    stored = np.frombuffer(binary[start:start + 12 * acc["count"]], "<f4").reshape(-1, 3)
+    np.testing.assert_allclose(stored, [[0.0, 1.0, 0.0]] * 4, atol=1e-6)  # Blender's +Z is glTF's +Y
+    assert len(trimesh.load(path, force="mesh", process=False).vertices) == 4
+
+
+def test_png16_chunks_by_hand():
+    import zlib
+
+    from recon.export import png_bytes
+
+    data = png_bytes(np.zeros((2, 3, 3), np.uint16))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[8:33] == (b"\x00\x00\x00\x0dIHDR" + bytes([0, 0, 0, 3, 0, 0, 0, 2, 16, 2, 0, 0, 0])
+                          + zlib.crc32(b"IHDR" + bytes([0, 0, 0, 3, 0, 0, 0, 2, 16, 2, 0, 0, 0])).to_bytes(4, "big"))
+    assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the fixed empty IEND chunk
+
+
+def test_writers_log_what_they_wrote(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="recon.export"):
+        write_glb(tmp_path / "a.glb", TRI_V, TRI_F)
+        write_obj(tmp_path / "a.obj", TRI_V, TRI_F)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"wrote {tmp_path / 'a.glb'} (3 vertices, 1 faces)", f"wrote {tmp_path / 'a.obj'} (3 vertices, 1 faces)"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(faces=np.array([[0, 1, 3]])), "faces must be [F, 3] indices into vertices"),
+    (dict(texture=np.zeros((2, 2, 3), np.uint8)), "a texture needs uvs"),
+])
+def test_error_messages_exactly(tmp_path, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        write_glb(tmp_path / "x.glb", **(dict(vertices=TRI_V, faces=TRI_F) | kwargs))
+    assert str(err.value) == message
