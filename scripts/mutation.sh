@@ -34,11 +34,11 @@ MODULES=(
   "rundir|engine/rundir.py|tests/engine/test_rundir.py tests/engine/test_rundir_contract.py"
   "mesh|recon/mesh.py|tests/recon/test_mesh.py"
   "export|recon/export.py|tests/recon/test_export.py"
-  "pipeline|engine/multiview/diffusion/pipeline.py|tests/engine/test_diffusion_model.py tests/engine/test_diffusion_pipeline.py"
-  "conditioner|engine/multiview/diffusion/conditioner.py|tests/engine/test_diffusion_model.py tests/engine/test_diffusion_fast_paths.py tests/engine/test_diffusion_pipeline.py"
+  "pipeline|engine/multiview/diffusion/pipeline.py|tests/engine/test_diffusion_pipeline_parts.py tests/engine/test_diffusion_model.py tests/engine/test_diffusion_pipeline.py"
+  "conditioner|engine/multiview/diffusion/conditioner.py|tests/engine/test_diffusion_conditioner.py tests/engine/test_diffusion_model.py tests/engine/test_diffusion_fast_paths.py tests/engine/test_diffusion_pipeline.py"
   "neus|recon/neus.py recon/fields.py|tests/recon/test_fields.py tests/recon/test_neus_parts.py tests/recon/test_neus.py|not nan_raises and not cancel_raises and not deterministic_for_a_seed and not training_moves"
   "sampling|recon/sampling.py recon/_nerfacc_backend.py|tests/recon/test_sampling.py tests/recon/test_nerfacc_backend.py tests/recon/test_neus_parts.py"
-  "fit|engine/prior/fit.py|tests/engine/test_fit.py"
+  "fit|engine/prior/fit.py|tests/engine/test_fit_parts.py"
 )
 
 if [[ "${1:-}" == "--list" ]]; then
