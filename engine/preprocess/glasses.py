@@ -1,0 +1,209 @@
+"""Glasses found from the 478 face landmarks and the image's own edges, taken out of the crop.
+
+No shipped model knows glasses (mediapipe 0.10.21: face detection/mesh, iris, selfie
+segmenter, pose, hands; dlib: face detector, 5/68-point landmarks, descriptor), so the test
+is built on the landmarks: a frame is a thin, continuous contour in three places where a
+bare face has none — across the nose bridge between the inner eye corners, and along each
+lower rim, parallel to the lower eyelid a third to nine tenths of an eye width below it.
+Each place is resampled into a band (rows = offsets across the contour, columns = along
+it), and the best continuous path (one row of drift per column, dynamic programming)
+through the band's luminance steps is found: its mean step, relative to the skin's
+luminance, is the place's score. All three must clear ``FRAME_SCORE`` (bridge and both
+rims), about four times what the bare bundled portrait and the synthetic heads reach.
+Sunglasses: both lens areas dark and flat relative to the skin (``LENS_DARK``,
+``LENS_FLAT``); then the lenses leave the matte (the projection fills them like unseen
+skin) — the eyes behind them are not seen.
+
+The frame's pixels (thin dark or coloured lines around the eyes, the bridge and the
+temples towards the ears) are those that differ from a median-filtered copy of the crop
+by more than ``LINE_RESIDUAL`` of the skin's luminance inside the glasses' zone, eyes
+and brows excepted; they are inpainted from their surroundings (``cv2.inpaint``, Telea)
+so neither the texture nor the fill carries them. Limits (README): rimless and
+half-rim frames without a lower rim, clear frames on light skin, and frames seen from the
+side are not found; a frame that runs through the brows stays where the brows are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: mediapipe's lower eyelid contours (outer → inner corner) of the subject's right and left eye.
+RIGHT_LOWER_LID = (33, 7, 163, 144, 145, 153, 154, 155, 133)
+LEFT_LOWER_LID = (263, 249, 390, 373, 374, 380, 381, 382, 362)
+RIGHT_EYE = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
+LEFT_EYE = (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249)
+RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
+LEFT_BROW = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+CHEEK_IDS = (50, 280, 205, 425)
+#: Face-oval points at the ears' height (subject's right, left): where the temples run to.
+SIDE_IDS = (127, 356)
+
+#: A place counts as framed when its contour's mean luminance step is this share of the skin's luminance.
+FRAME_SCORE = 0.09
+#: Sunglasses: both lenses' mean luminance below this share of the skin's ...
+LENS_DARK = 0.4
+#: ... and their spread (std) below this share of it.
+LENS_FLAT = 0.12
+#: A frame pixel differs from the median-filtered crop by this share of the skin's luminance.
+LINE_RESIDUAL = 0.12
+
+
+@dataclass(frozen=True)
+class Glasses:
+    """scores: the contour score of "bridge", "right" and "left" rims and the lenses'
+    darkness; found: a frame is there; sunglasses: its lenses are dark; frame: bool [S, S]
+    pixels inpainted; lenses: bool [S, S] pixels left out of the matte (sunglasses only)."""
+
+    scores: dict
+    found: bool
+    sunglasses: bool
+    frame: np.ndarray
+    lenses: np.ndarray
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+
+
+def _resample(points: np.ndarray, n: int) -> np.ndarray:
+    """n points evenly spaced along the polyline ``points`` [K, 2]."""
+    d = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))]
+    t = np.linspace(0.0, d[-1], n)
+    return np.stack([np.interp(t, d, points[:, 0]), np.interp(t, d, points[:, 1])], 1)
+
+
+def _band(lum: np.ndarray, base: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """[len(offsets), len(base)]: ``lum`` sampled at base points moved down by each offset (pixels)."""
+    xs = np.repeat(base[None, :, 0], len(offsets), 0).astype(np.float32)
+    ys = (base[None, :, 1] + offsets[:, None]).astype(np.float32)
+    return cv2.remap(lum, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def best_path(steps: np.ndarray) -> float:
+    """Mean of the largest-sum path through ``steps`` [R, C] from the first column to the last
+    that moves at most one row per column (a continuous contour across the band)."""
+    acc = steps[:, 0].astype(np.float64)
+    for c in range(1, steps.shape[1]):
+        up = np.r_[-np.inf, acc[:-1]]
+        down = np.r_[acc[1:], -np.inf]
+        acc = np.maximum(np.maximum(up, acc), down) + steps[:, c]
+    return float(acc.max() / steps.shape[1])
+
+
+def _contour(lum: np.ndarray, base: np.ndarray, offsets: np.ndarray) -> float:
+    band = _band(lum, base, offsets)
+    return best_path(np.abs(np.diff(band, axis=0)))
+
+
+def _skin_luminance(lum: np.ndarray, lm: np.ndarray, eye: float) -> float:
+    s = lum.shape[0]
+    vals = []
+    r = max(1, int(round(0.25 * eye)))
+    for i in CHEEK_IDS:
+        x, y = (int(np.clip(round(v), 0, s - 1)) for v in lm[i, :2])
+        vals.append(lum[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].ravel())
+    return max(float(np.median(np.concatenate(vals))), 0.05)
+
+
+def _polygon(shape, points: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points[:, :2]).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def _lens_masks(shape, lm: np.ndarray, eye: float) -> list[np.ndarray]:
+    """The area a lens covers around each eye: an ellipse 1.6 × 1.2 eye widths, a little below the eye."""
+    out = []
+    for outer, inner in ((33, 133), (263, 362)):
+        c = (lm[outer, :2] + lm[inner, :2]) / 2 + np.array([0.0, 0.1 * eye])
+        m = np.zeros(shape, np.uint8)
+        cv2.ellipse(m, (int(round(c[0])), int(round(c[1]))), (int(round(0.8 * eye)), int(round(0.6 * eye))),
+                    0, 0, 360, 1, -1)
+        out.append(m.astype(bool))
+    return out
+
+
+def detect(rgb: np.ndarray, landmarks: np.ndarray) -> Glasses:
+    """Look for glasses in a crop [S, S, 3] uint8 with its 478 landmarks [478, 2|3] (crop pixels)."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    shape = rgb.shape[:2]
+    eye = float(np.mean([np.linalg.norm(lm[33] - lm[133]), np.linalg.norm(lm[263] - lm[362])]))
+    eye = max(eye, 4.0)
+    raw = _luminance(rgb)
+    lum = cv2.GaussianBlur(raw, (0, 0), max(eye / 36.0, 0.5))
+    skin = _skin_luminance(raw, lm, eye)
+    step = max(eye / 40.0, 0.5)
+    scores = {}
+    for name, ids in (("right", RIGHT_LOWER_LID), ("left", LEFT_LOWER_LID)):
+        base = _resample(lm[list(ids)], 30)[3:-3]  # the lid's middle: the corners curve away
+        scores[name] = _contour(lum, base, np.arange(0.15 * eye, 0.9 * eye, step)) / skin
+    a, b = lm[133], lm[362]
+    base = np.stack([np.linspace(a[0], b[0], 24), np.linspace(a[1], b[1], 24)], 1)[6:-6]
+    scores["bridge"] = _contour(lum, base, np.arange(-0.7 * eye, 0.3 * eye, step)) / skin
+    found = min(scores["bridge"], scores["right"], scores["left"]) >= FRAME_SCORE
+    lenses = _lens_masks(shape, lm, eye)
+    eyes = [_polygon(shape, lm[list(ids)]) for ids in (RIGHT_EYE, LEFT_EYE)]
+    dark, flat = [], []
+    for lens in lenses:
+        vals = raw[lens]
+        dark.append(float(vals.mean()) / skin)
+        flat.append(float(vals.std()) / skin)
+    scores["lens_dark"] = max(dark)
+    scores["lens_spread"] = max(flat)
+    sunglasses = scores["lens_dark"] < LENS_DARK and scores["lens_spread"] < LENS_FLAT
+    found = found or sunglasses
+    empty = np.zeros(shape, bool)
+    if not found:
+        return Glasses(scores, False, False, empty, empty)
+    frame = _frame_pixels(rgb, lm, eye, skin, lenses, eyes)
+    lens_px = empty
+    if sunglasses:
+        lens_px = (lenses[0] | lenses[1]) & (raw < LENS_DARK * 1.5 * skin)
+        lens_px = cv2.dilate(lens_px.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return Glasses(scores, True, sunglasses, frame & ~lens_px, lens_px)
+
+
+def _zone(shape, lm: np.ndarray, eye: float, lenses) -> np.ndarray:
+    """Where a frame can be: the lenses grown by a third of an eye width, the bridge, the temples."""
+    k = max(3, int(round(eye / 3)) | 1)
+    zone = cv2.dilate((lenses[0] | lenses[1]).astype(np.uint8), np.ones((k, k), np.uint8))
+    a, b = lm[133], lm[362]
+    h = int(round(0.45 * eye))
+    x0, x1 = int(min(a[0], b[0])), int(max(a[0], b[0])) + 1
+    y = int(round((a[1] + b[1]) / 2))
+    zone[max(0, y - 2 * h):y + h // 2, max(0, x0):x1] = 1
+    for outer, side in ((33, SIDE_IDS[0]), (263, SIDE_IDS[1])):
+        p, q = lm[outer], lm[side]
+        cv2.line(zone, (int(p[0]), int(p[1] - 0.25 * eye)), (int(q[0]), int(q[1] - 0.15 * eye)), 1,
+                 max(2, int(round(0.4 * eye))))
+    return zone.astype(bool)
+
+
+def _frame_pixels(rgb, lm, eye, skin, lenses, eyes) -> np.ndarray:
+    """bool [S, S]: thin structures (any colour channel off its median-filtered surroundings) in the zone."""
+    k = max(3, int(round(eye / 2)) | 1)  # wider than twice a thick frame: the median is the skin behind it
+    smooth = cv2.medianBlur(np.ascontiguousarray(rgb), k).astype(np.float32)
+    residual = np.abs(rgb.astype(np.float32) - smooth).max(-1) / 255.0
+    keep = np.zeros(rgb.shape[:2], np.uint8)
+    g = max(1, int(round(eye / 8)))
+    for m in eyes:
+        keep |= cv2.dilate(m.astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8))
+    for ids in (RIGHT_BROW, LEFT_BROW):
+        keep |= _polygon(rgb.shape[:2], lm[list(ids)]).astype(np.uint8)
+    frame = (residual > LINE_RESIDUAL * skin) & _zone(rgb.shape[:2], lm, eye, lenses) & ~keep.astype(bool)
+    frame = cv2.dilate(frame.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return frame & ~keep.astype(bool)
+
+
+def inpaint(rgb: np.ndarray, mask: np.ndarray, eye: float) -> np.ndarray:
+    """The crop [S, S, 3] uint8 with ``mask`` filled from its surroundings (Telea)."""
+    if not mask.any():
+        return rgb
+    return cv2.inpaint(np.ascontiguousarray(rgb), mask.astype(np.uint8), max(2.0, eye / 10.0), cv2.INPAINT_TELEA)
+
+
+def eye_width(landmarks: np.ndarray) -> float:
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    return float(np.mean([np.linalg.norm(lm[33] - lm[133]), np.linalg.norm(lm[263] - lm[362])]))
