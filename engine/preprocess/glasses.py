@@ -10,7 +10,7 @@ it), and the best continuous path (one row of drift per column, dynamic programm
 through the band's luminance steps is found: its mean step, relative to the skin's
 luminance, is the place's score. All three must clear ``FRAME_SCORE`` (bridge and both
 rims), about four times what the bare bundled portrait and the synthetic heads reach.
-Sunglasses: both lens areas dark and flat relative to the skin (``LENS_DARK``,
+Sunglasses: the middle of both lenses (where the eye is) dark and flat relative to the skin (``LENS_DARK``,
 ``LENS_FLAT``); then the lenses leave the matte (the projection fills them like unseen
 skin) — the eyes behind them are not seen.
 
@@ -41,11 +41,13 @@ CHEEK_IDS = (50, 280, 205, 425)
 SIDE_IDS = (127, 356)
 
 #: A place counts as framed when its contour's mean luminance step is this share of the skin's luminance.
-FRAME_SCORE = 0.09
+FRAME_SCORE = 0.08
 #: Sunglasses: both lenses' mean luminance below this share of the skin's ...
 LENS_DARK = 0.4
 #: ... and their spread (std) below this share of it.
 LENS_FLAT = 0.12
+#: Inside the brows a frame pixel is also this far (CIE76) from the brows' median colour.
+BROW_DELTA_E = 25.0
 #: A frame pixel differs from the median-filtered crop by this share of the skin's luminance.
 LINE_RESIDUAL = 0.12
 
@@ -113,14 +115,15 @@ def _polygon(shape, points: np.ndarray) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _lens_masks(shape, lm: np.ndarray, eye: float) -> list[np.ndarray]:
-    """The area a lens covers around each eye: an ellipse 1.6 × 1.2 eye widths, a little below the eye."""
+def _lens_masks(shape, lm: np.ndarray, eye: float, scale: float = 1.0) -> list[np.ndarray]:
+    """The area a lens covers around each eye: an ellipse 1.6 × 1.2 eye widths (× ``scale``),
+    a little below the eye."""
     out = []
     for outer, inner in ((33, 133), (263, 362)):
-        c = (lm[outer, :2] + lm[inner, :2]) / 2 + np.array([0.0, 0.1 * eye])
+        c = (lm[outer, :2] + lm[inner, :2]) / 2 + np.array([0.0, 0.1 * eye * scale])
         m = np.zeros(shape, np.uint8)
-        cv2.ellipse(m, (int(round(c[0])), int(round(c[1]))), (int(round(0.8 * eye)), int(round(0.6 * eye))),
-                    0, 0, 360, 1, -1)
+        axes = (int(round(0.8 * eye * scale)), int(round(0.6 * eye * scale)))
+        cv2.ellipse(m, (int(round(c[0])), int(round(c[1]))), axes, 0, 0, 360, 1, -1)
         out.append(m.astype(bool))
     return out
 
@@ -146,7 +149,7 @@ def detect(rgb: np.ndarray, landmarks: np.ndarray) -> Glasses:
     lenses = _lens_masks(shape, lm, eye)
     eyes = [_polygon(shape, lm[list(ids)]) for ids in (RIGHT_EYE, LEFT_EYE)]
     dark, flat = [], []
-    for lens in lenses:
+    for lens in _lens_masks(shape, lm, eye, 0.6):  # the middle of each lens: the eye and the lids
         vals = raw[lens]
         dark.append(float(vals.mean()) / skin)
         flat.append(float(vals.std()) / skin)
@@ -190,11 +193,17 @@ def _frame_pixels(rgb, lm, eye, skin, lenses, eyes) -> np.ndarray:
     g = max(1, int(round(eye / 8)))
     for m in eyes:
         keep |= cv2.dilate(m.astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8))
-    for ids in (RIGHT_BROW, LEFT_BROW):
-        keep |= _polygon(rgb.shape[:2], lm[list(ids)]).astype(np.uint8)
-    frame = (residual > LINE_RESIDUAL * skin) & _zone(rgb.shape[:2], lm, eye, lenses) & ~keep.astype(bool)
+    keep = keep.astype(bool)
+    brows = _polygon(rgb.shape[:2], lm[list(RIGHT_BROW)]) | _polygon(rgb.shape[:2], lm[list(LEFT_BROW)])
+    # In the brows only what is far from the brows' own colour is frame (a dark frame on dark brows stays).
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    unlike_brow = np.ones(rgb.shape[:2], bool)
+    if brows.sum() >= 8:
+        unlike_brow = np.linalg.norm(lab - np.median(lab[brows], axis=0), axis=-1) > BROW_DELTA_E
+    frame = (residual > LINE_RESIDUAL * skin) & _zone(rgb.shape[:2], lm, eye, lenses) & ~keep
+    frame &= ~brows | unlike_brow
     frame = cv2.dilate(frame.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    return frame & ~keep.astype(bool)
+    return frame & ~keep & (~brows | unlike_brow)
 
 
 def inpaint(rgb: np.ndarray, mask: np.ndarray, eye: float) -> np.ndarray:

@@ -119,15 +119,22 @@ def detect(rgb: np.ndarray, alpha: np.ndarray, landmarks: np.ndarray) -> Hat:
         return Hat(False, empty, {**info, "reason": "no forehead in the crop"})
     not_skin = (_distance(lab, skin) > SKIN_DELTA_E) | ~fg  # [S, S]
     run = max(2, int(round(0.015 * width)))
+    skip = max(2, int(round(0.06 * width)))
     cols, edges = [], []
     for x in range(x0, x1 + 1):
         column = not_skin[top:brow + 1, x][::-1]  # upward from the brows
         # the first row where `run` non-skin pixels in a row begin
-        kernel = np.convolve(column.astype(np.int32), np.ones(run, np.int32), "valid")
-        hits = np.nonzero(kernel == run)[0]
-        if len(hits) and hits[0] > 0:
+        skin_rows = np.nonzero(~column[:skip + 1])[0]  # brow hairs may reach above the brow points
+        if not len(skin_rows):  # no skin at all above the brows: the edge is there
             cols.append(x)
-            edges.append(brow - hits[0] + 0.5)
+            edges.append(brow + 0.5)
+            continue
+        start = int(skin_rows[0])
+        kernel = np.convolve(column[start:].astype(np.int32), np.ones(run, np.int32), "valid")
+        hits = np.nonzero(kernel == run)[0]
+        if len(hits):
+            cols.append(x)
+            edges.append(brow - start - hits[0] + 0.5)
     coverage = len(cols) / (x1 - x0 + 1)
     info["coverage"] = round(coverage, 3)
     if coverage < BRIM_COVERAGE:
