@@ -46,17 +46,22 @@ FRAME_SCORE = 0.08
 LENS_DARK = 0.4
 #: ... and their spread (std) below this share of it.
 LENS_FLAT = 0.12
+#: Around dark lenses, what is this far (CIE76) from the skin's colour is their rim.
+RIM_DELTA_E = 20.0
+#: A part of the frame is at least this many eye widths long or high (shorter: a wrinkle, a pore).
+MIN_EXTENT = 0.6
 #: Inside the brows a frame pixel is also this far (CIE76) from the brows' median colour.
 BROW_DELTA_E = 25.0
 #: A frame pixel differs from the median-filtered crop by this share of the skin's luminance.
-LINE_RESIDUAL = 0.12
+LINE_RESIDUAL = 0.2
 
 
 @dataclass(frozen=True)
 class Glasses:
     """scores: the contour score of "bridge", "right" and "left" rims and the lenses'
     darkness; found: a frame is there; sunglasses: its lenses are dark; frame: bool [S, S]
-    pixels inpainted; lenses: bool [S, S] pixels left out of the matte (sunglasses only)."""
+    pixels inpainted (with the lenses of sunglasses); lenses: bool [S, S] pixels left out
+    of the matte (sunglasses only)."""
 
     scores: dict
     found: bool
@@ -160,12 +165,33 @@ def detect(rgb: np.ndarray, landmarks: np.ndarray) -> Glasses:
     empty = np.zeros(shape, bool)
     if not found:
         return Glasses(scores, False, False, empty, empty)
-    frame = _frame_pixels(rgb, lm, eye, skin, lenses, eyes)
     lens_px = empty
+    seen = rgb
     if sunglasses:
         lens_px = (lenses[0] | lenses[1]) & (raw < LENS_DARK * 1.5 * skin)
-        lens_px = cv2.dilate(lens_px.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    return Glasses(scores, True, sunglasses, frame & ~lens_px, lens_px)
+        lens_px = _with_rims(rgb, lm, eye, lens_px)
+        seen = inpaint(rgb, lens_px, eye)  # the bridge and temples stand out against skin, not a dark lens
+    frame = _frame_pixels(seen, lm, eye, skin, lenses, eyes, lens_px)
+    # The lenses are inpainted with the frame (so the frame fills from the skin around it, not
+    # from the dark lens) and leave the matte besides.
+    return Glasses(scores, True, sunglasses, frame | lens_px, lens_px)
+
+
+def _with_rims(rgb: np.ndarray, lm: np.ndarray, eye: float, lens: np.ndarray) -> np.ndarray:
+    """The dark lenses grown by what is not skin-coloured around them (their rims), up to a
+    quarter of an eye width: bool [S, S]."""
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    r = max(1, int(round(0.25 * eye)))
+    patches = [lab[max(0, int(y) - r):int(y) + r + 1, max(0, int(x) - r):int(x) + r + 1].reshape(-1, 3)
+               for x, y in lm[list(CHEEK_IDS)]]
+    skin = np.median(np.concatenate(patches), axis=0)
+    k = 2 * r + 1
+    near = cv2.dilate(lens.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    grown = (near & (np.linalg.norm(lab - skin, axis=-1) > RIM_DELTA_E)) | lens
+    n, labels = cv2.connectedComponents(grown.astype(np.uint8), connectivity=8)
+    ids = np.unique(labels[lens])
+    out = np.isin(labels, ids[ids > 0])
+    return cv2.dilate(out.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def _zone(shape, lm: np.ndarray, eye: float, lenses) -> np.ndarray:
@@ -179,18 +205,20 @@ def _zone(shape, lm: np.ndarray, eye: float, lenses) -> np.ndarray:
     zone[max(0, y - 2 * h):y + h // 2, max(0, x0):x1] = 1
     for outer, side in ((33, SIDE_IDS[0]), (263, SIDE_IDS[1])):
         p, q = lm[outer], lm[side]
+        q = q + 0.25 * (q - p)  # on past the face's edge, towards the ear
         cv2.line(zone, (int(p[0]), int(p[1] - 0.25 * eye)), (int(q[0]), int(q[1] - 0.15 * eye)), 1,
                  max(2, int(round(0.4 * eye))))
     return zone.astype(bool)
 
 
-def _frame_pixels(rgb, lm, eye, skin, lenses, eyes) -> np.ndarray:
-    """bool [S, S]: thin structures (any colour channel off its median-filtered surroundings) in the zone."""
-    k = max(3, int(round(eye / 2)) | 1)  # wider than twice a thick frame: the median is the skin behind it
+def _frame_pixels(rgb, lm, eye, skin, lenses, eyes, joined=None) -> np.ndarray:
+    """bool [S, S]: thin structures (any colour channel off its median-filtered surroundings) in the
+    zone, in long parts; joined: bool [S, S] already taken (dark lenses) that parts may join."""
+    k = max(3, int(round(eye)) | 1)  # wider than twice a thick frame: the median is the skin behind it
     smooth = cv2.medianBlur(np.ascontiguousarray(rgb), k).astype(np.float32)
     residual = np.abs(rgb.astype(np.float32) - smooth).max(-1) / 255.0
     keep = np.zeros(rgb.shape[:2], np.uint8)
-    g = max(1, int(round(eye / 8)))
+    g = max(1, int(round(eye / 16)))
     for m in eyes:
         keep |= cv2.dilate(m.astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8))
     keep = keep.astype(bool)
@@ -199,11 +227,26 @@ def _frame_pixels(rgb, lm, eye, skin, lenses, eyes) -> np.ndarray:
     lab = cv2.cvtColor(np.ascontiguousarray(rgb).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
     unlike_brow = np.ones(rgb.shape[:2], bool)
     if brows.sum() >= 8:
-        unlike_brow = np.linalg.norm(lab - np.median(lab[brows], axis=0), axis=-1) > BROW_DELTA_E
+        # the brows' colour from their quieter half: a frame across them is their strongest contrast
+        quiet = brows & (residual <= np.percentile(residual[brows], 50))
+        unlike_brow = np.linalg.norm(lab - np.median(lab[quiet], axis=0), axis=-1) > BROW_DELTA_E
     frame = (residual > LINE_RESIDUAL * skin) & _zone(rgb.shape[:2], lm, eye, lenses) & ~keep
     frame &= ~brows | unlike_brow
-    frame = cv2.dilate(frame.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    # long parts, counting what is joined to the dark lenses (their temples) as long
+    frame = _long_parts(frame if joined is None else frame | joined, MIN_EXTENT * eye) & frame
+    g = max(1, int(round(eye / 16)))  # the frame's soft edge too, so the inpainting starts on skin
+    frame = cv2.dilate(frame.astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8)).astype(bool)
     return frame & ~keep & (~brows | unlike_brow)
+
+
+def _long_parts(mask: np.ndarray, extent: float) -> np.ndarray:
+    """The connected parts of ``mask`` (after closing one-pixel gaps) at least ``extent`` pixels
+    long or high: a frame is a long contour, wrinkles and pores are short."""
+    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    long = np.zeros(n, bool)
+    long[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= extent
+    return long[labels] & mask
 
 
 def inpaint(rgb: np.ndarray, mask: np.ndarray, eye: float) -> np.ndarray:
