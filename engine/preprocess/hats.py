@@ -10,8 +10,8 @@ the test is built on the landmarks and the crop's colours:
    the brows, the first row where the colour stops being skin is the forehead's upper edge;
 3. it is a brim when those edges form a smooth line across the forehead (a quadratic fits
    them within ``BRIM_RESIDUAL`` of the face width over at least ``BRIM_COVERAGE`` of the
-   columns) *and* what lies just above it is neither skin nor hair
-   (CIE Lab distance > ``HAT_DELTA_E`` from both). Dark hair over a light forehead, bangs
+   columns) *and* what lies above it is neither skin nor hair (its median colour > ``HAT_DELTA_E``
+   from both in CIE Lab, at most ``MAX_HAIR_SHARE`` of its pixels close to the hair). Dark hair over a light forehead, bangs
    included, is hair-coloured and never a hat; a hat of the hair's colour is not found.
 
 The hat = the matte above the brim line (grown by a small margin); the projection then
@@ -39,6 +39,8 @@ SKIN_DELTA_E = 16.0
 HAT_DELTA_E = 22.0
 #: Weight of the lightness difference between the hair beside the face and what covers the forehead.
 HAIR_LIGHTNESS = 0.4
+#: ... and at most this share of its pixels is within half that distance of the hair.
+MAX_HAIR_SHARE = 0.3
 #: The brim's edges fit a quadratic within this share of the face width (RMS) ...
 BRIM_RESIDUAL = 0.03
 #: ... over at least this share of the forehead's columns.
@@ -145,12 +147,14 @@ def detect(rgb: np.ndarray, alpha: np.ndarray, landmarks: np.ndarray) -> Hat:
     coef = np.polyfit(u, ys, 2)
     rms = float(np.sqrt(np.mean((np.polyval(coef, u) - ys) ** 2))) / width
     info["residual"] = round(rms, 4)
-    # what lies just above the edge: a band a tenth of the face width high, in the matte
+    # what lies above the edge: a band a tenth of the face width high, in the matte, clear of
+    # the edge's own transition (skin shading into hair or hat)
     band = np.zeros((s, s), bool)
     h = max(2, int(round(0.1 * width)))
+    gap = max(run, int(round(0.03 * width)))
     for x, y in zip(cols, ys):
         y = int(round(y))
-        band[max(0, y - h):max(0, y - run), x] = True
+        band[max(0, y - gap - h):max(0, y - gap), x] = True
     band &= fg
     if band.sum() < 12:
         return Hat(False, empty, {**info, "reason": "nothing above the forehead"})
@@ -159,10 +163,12 @@ def detect(rgb: np.ndarray, alpha: np.ndarray, landmarks: np.ndarray) -> Hat:
     # hair is lit from above: on top it is lighter than beside the face, so lightness counts less
     d_skin, d_hair = float(_distance(above, skin)), float(_distance(above, hair, HAIR_LIGHTNESS))
     info["delta_e_skin"], info["delta_e_hair"] = round(d_skin, 1), round(d_hair, 1)
+    hairlike = float((_distance(lab[band], hair, HAIR_LIGHTNESS) < HAT_DELTA_E / 2).mean())
+    info["hair_share"] = round(hairlike, 3)
     if rms > BRIM_RESIDUAL:
         info["reason"] = "the forehead's upper edge is not smooth"
         return Hat(False, empty, info)
-    if min(d_skin, d_hair) < HAT_DELTA_E:
+    if min(d_skin, d_hair) < HAT_DELTA_E or hairlike > MAX_HAIR_SHARE:
         info["reason"] = "what covers the forehead has the hair's or the skin's colour"
         return Hat(False, empty, info)
     # The hat: the matte above the brim line, the line extended across the crop.

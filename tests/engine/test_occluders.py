@@ -142,4 +142,4 @@ def test_frame_and_cap_colours_stay_off_the_texture(portrait_array, astro_landma
         counts[occluders] = (_near(tex, drawn.FRAME).sum(), (_near(tex, drawn.CAP) | _near(tex, drawn.BADGE)).sum())
     (frame_off, cap_off), (frame_on, cap_on) = counts[False], counts[True]
     assert frame_off > 40 and cap_off > 400  # without the tests both are painted onto the head
-    assert frame_on < 0.15 * frame_off and cap_on < 0.02 * cap_off
+    assert frame_on < 0.1 * frame_off and cap_on < 0.02 * cap_off  # measured: 0 and 0
