@@ -78,8 +78,8 @@ def main(argv=None) -> int:
             print(f"{name}: hat {h.found} {h.info}")
             t_hat = _median_times(lambda: occluders.remove_hat(rgb, alpha, lm, path, RunContext()), args.calls)
             t_gl = _median_times(lambda: occluders.remove_glasses(rgb, alpha, lm, path, RunContext()), args.calls)
-            print(f"{name}: per call (median of {args.calls}) hat {1e3 * t_hat[0]:.0f} ms CPU / {1e3 * t_hat[1]:.0f} ms "
-                  f"wall, glasses {1e3 * t_gl[0]:.0f} ms CPU / {1e3 * t_gl[1]:.0f} ms wall")
+            print(f"{name}: per call (median of {args.calls}) hat {1e3 * t_hat[0]:.0f} ms CPU / "
+                  f"{1e3 * t_hat[1]:.0f} ms wall, glasses {1e3 * t_gl[0]:.0f} ms CPU / {1e3 * t_gl[1]:.0f} ms wall")
             for on in (False, True):
                 cfg = preprocess.PreprocessConfig(size=args.size, occluders=on)
                 cpu, wall = _median_times(lambda: preprocess.run(path, work / "run", cfg, RunContext()), args.runs)

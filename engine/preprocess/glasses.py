@@ -9,16 +9,19 @@ Each place is resampled into a band (rows = offsets across the contour, columns 
 it), and the best continuous path (one row of drift per column, dynamic programming)
 through the band's luminance steps is found: its mean step, relative to the skin's
 luminance, is the place's score. All three must clear ``FRAME_SCORE`` (bridge and both
-rims), about four times what the bare bundled portrait and the synthetic heads reach.
+rims): the bare bundled portrait scores ≤ 0.032, the project's synthetic heads ≤ 0.065 in
+any one place and ≤ 0.05 in their lowest (up to 45° of yaw), Grace Hopper's cat-eye
+glasses 0.098–0.14 (README, "What the embedded default can and cannot do").
 Sunglasses: the middle of both lenses (where the eye is) dark and flat relative to the skin (``LENS_DARK``,
 ``LENS_FLAT``); then the lenses leave the matte (the projection fills them like unseen
 skin) — the eyes behind them are not seen.
 
 The frame's pixels (thin dark or coloured lines around the eyes, the bridge and the
 temples towards the ears) are those that differ from a median-filtered copy of the crop
-by more than ``LINE_RESIDUAL`` of the skin's luminance inside the glasses' zone, eyes
-and brows excepted; they are inpainted from their surroundings (``cv2.inpaint``, Telea)
-so neither the texture nor the fill carries them. Limits (README): rimless and
+(an eye width wide) by more than ``LINE_RESIDUAL`` of the skin's luminance inside the
+glasses' zone, in parts at least ``MIN_EXTENT`` eye widths long, the eyes excepted and in
+the brows only what is far from the brows' colour; they are inpainted from their
+surroundings (``cv2.inpaint``, Telea) so neither the texture nor the fill carries them. Limits (README): rimless and
 half-rim frames without a lower rim, clear frames on light skin, and frames seen from the
 side are not found; a frame that runs through the brows stays where the brows are.
 """

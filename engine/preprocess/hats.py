@@ -4,17 +4,19 @@ No shipped model segments hats (mediapipe's selfie segmenter counts a hat as per
 the test is built on the landmarks and the crop's colours:
 
 1. skin = the median colour of the cheeks and mid-forehead; hair = the median colour of
-   the matte beside the face at temple height that is not skin (no such hair: no decision,
+   the matte just outside the face at eye height that is not skin (no such hair: no decision,
    the photo is left alone — a bald head under a hat, or hair hidden, is not judged);
 2. in every column over the forehead (between mediapipe's points 54 and 284), going up from
    the brows, the first row where the colour stops being skin is the forehead's upper edge;
 3. it is a brim when those edges form a smooth line across the forehead (a quadratic fits
    them within ``BRIM_RESIDUAL`` of the face width over at least ``BRIM_COVERAGE`` of the
-   columns) *and* what lies above it is neither skin nor hair (its median colour > ``HAT_DELTA_E``
-   from both in CIE Lab, at most ``MAX_HAIR_SHARE`` of its pixels close to the hair). Dark hair over a light forehead, bangs
-   included, is hair-coloured and never a hat; a hat of the hair's colour is not found.
+   columns) *and* what lies above it is neither skin nor hair: its median colour is more
+   than ``HAT_DELTA_E`` from both in CIE Lab, and at most ``MAX_HAIR_SHARE`` of its pixels
+   are close to the hair. Dark hair over a light forehead, bangs included, is
+   hair-coloured and never a hat; a hat of the hair's colour is not found.
 
-The hat = the matte above the brim line (grown by a small margin); the projection then
+The hat = the matte above the brim line (grown by a small margin), with the hat-coloured
+pixels joined to it below the line where its sides come down lower; the projection then
 fills the skull with its hair/skin fill, as for any unseen part.
 """
 from __future__ import annotations

@@ -91,7 +91,8 @@ def test_drawn_glasses_and_cap_are_found_left_out_and_named(portrait_array, astr
     image = drawn.paint_cap(drawn.draw_glasses(portrait_array, astro_landmarks), astro_landmarks)
     before, codes_off, _ = _preprocess(image, tmp_path, "off", occluders=False)
     pre, codes, ctx = _preprocess(image, tmp_path, "on")
-    assert {"occluder_glasses", "occluder_hat"} <= set(codes) and not {"occluder_glasses", "occluder_hat"} & set(codes_off)
+    found = {"occluder_glasses", "occluder_hat"}
+    assert found <= set(codes) and not found & set(codes_off)
     assert any("on.png" in w["message"] for w in ctx.warnings if w["code"] == "occluder_hat")
     written = np.asarray(Image.open(tmp_path / "on" / "input" / "crop.png"))
     frame_before = _near(before.crop[..., :3], drawn.FRAME).sum()
