@@ -2,8 +2,8 @@
 
 Steps (docs/architecture.md, "Data flow"): load with guards and EXIF orientation (``load``) → find
 the largest face and its 478 mediapipe landmarks (``detect``) → square crop around the
-whole head (``crop``) → foreground matte (``matte``) → the input camera (``camera``) →
-write ``input/`` (``outputs``).
+whole head (``crop``) → foreground matte (``matte``) → hands, glasses and hats taken out of
+what is projected (``occluders``) → the input camera (``camera``) → write ``input/`` (``outputs``).
 """
 from __future__ import annotations
 
