@@ -72,17 +72,24 @@ def test_best_path_follows_a_contour_not_noise():
     assert glasses.best_path(line) > 0.3 > 0.03 > glasses.best_path(noise)
 
 
-@pytest.mark.parametrize("gain", [1.0, 0.45])  # the portrait as taken, and under-exposed
-def test_the_bare_portrait_has_no_glasses_and_no_hat(portrait_array, tmp_path, gain):
-    image = np.clip(portrait_array * gain, 0, 255).astype(np.uint8)
+@pytest.mark.parametrize("photo", ["portrait", "under-exposed", "cameraman"])
+def test_bare_faces_have_no_glasses_and_no_hat(portrait_array, tmp_path, photo):
+    """The portrait as taken and under-exposed, and skimage's cameraman (grey, dark hair over
+    a lighter forehead, three-quarter view): no glasses, no hat."""
+    from skimage import data
+
+    image = {"portrait": portrait_array, "under-exposed": np.clip(portrait_array * 0.45, 0, 255).astype(np.uint8),
+             "cameraman": np.repeat(data.camera()[..., None], 3, -1)}[photo]
     pre, codes, _ = _preprocess(image, tmp_path, "bare", size=512)
     crop = np.ascontiguousarray(pre.crop[..., :3])
     found = glasses.detect(crop, pre.landmarks_crop)
-    # measured: rims/bridge ≤ 0.03 of the skin's luminance (threshold 0.08), eye middles 0.73 of it
-    assert max(found.scores[k] for k in ("bridge", "left", "right")) < glasses.FRAME_SCORE / 2
+    # measured: rims/bridge ≤ 0.032 of the skin's luminance on the portrait, ≤ 0.05 on the cameraman
+    # (his nose's edge in the bridge band); all three must reach 0.08
+    places = [found.scores[k] for k in ("bridge", "left", "right")]
+    assert max(places) < glasses.FRAME_SCORE and min(places) < glasses.FRAME_SCORE / 2
     hat = hats.detect(crop, pre.crop[..., 3], pre.landmarks_crop)
-    # the bangs over the forehead are the hair's colour (measured ΔE 12 at gain 1, a hat needs 22;
-    # under-exposed, no hair beside the face differs enough from the skin: no decision)
+    # the bangs over the forehead are the hair's colour (measured ΔE 12, the cameraman's hair 1.3;
+    # a hat needs 22; under-exposed, no hair beside the face differs enough from the skin: no decision)
     assert not found.found and not hat.found and hat.info.get("delta_e_hair", 0) < hats.HAT_DELTA_E * 0.75, hat.info
     assert not {"occluder_glasses", "occluder_hat"} & set(codes)
 
