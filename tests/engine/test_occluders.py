@@ -151,3 +151,22 @@ def test_frame_and_cap_colours_stay_off_the_texture(portrait_array, astro_landma
     (frame_off, cap_off), (frame_on, cap_on) = counts[False], counts[True]
     assert frame_off > 40 and cap_off > 400  # without the tests both are painted onto the head
     assert frame_on < 0.1 * frame_off and cap_on < 0.02 * cap_off  # measured: 0 and 0
+
+
+def test_hair_under_a_hat_comes_from_beside_the_face(portrait_array, astro_landmarks, tmp_path):
+    """With the cap out of the matte nothing is left above the forehead: the hair colour is
+    taken beside the face (the astronaut's own), not the default brown."""
+    from skimage.color import rgb2lab
+
+    from engine.multiview import _fill
+
+    def colours(image, name):
+        pre, _, _ = _preprocess(image, tmp_path, name)
+        rgb, alpha = pre.crop[..., :3] / 255.0, pre.crop[..., 3] > 127
+        return _fill.estimate_colours(rgb.astype(np.float32), alpha, pre.landmarks_crop, np.zeros((0, 3)))
+
+    bare = colours(portrait_array, "bare")
+    capped = colours(drawn.paint_cap(portrait_array, astro_landmarks), "capped")
+    assert bare.hair_state == capped.hair_state == "seen"
+    lab = rgb2lab(np.stack([bare.hair, capped.hair, _fill.DEFAULT_HAIR])[None].astype(np.float64))[0]
+    assert np.linalg.norm(lab[1] - lab[0]) < 0.5 * np.linalg.norm(lab[2] - lab[0])
