@@ -46,6 +46,8 @@ FACE_OVAL_IDS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397,
 DEFAULT_HAIR = np.array([0.22, 0.16, 0.12], np.float32)
 #: CIE ΔE (Lab) from the skin colour beyond which a pixel counts as hair, not (bald) skin.
 HAIR_DELTA_E = 14.0
+#: With nothing above the forehead, at least 8 × this many pixels beside the face decide the hair.
+MIN_BESIDE = 4
 #: Share of the candidate pixels that must be hair-coloured for the person to count as having hair.
 MIN_HAIR_SHARE = 0.15
 
@@ -128,7 +130,8 @@ def estimate_colours(
 
     Hair = median of the candidate pixels (``_hair_candidates``) whose colour is at least
     ``HAIR_DELTA_E`` from the skin in CIE Lab; if too few are (a bald or shaved head, or
-    a skin-coloured hat), the scalp stays skin.
+    a skin-coloured hat), the scalp stays skin. With nothing above the forehead (cropped, or a
+    hat out of the matte) only hair beside the face decides; else the default hair ("unknown").
     crop: float32 [S, S, 3] in [0, 1]; alpha: bool [S, S] foreground;
     landmarks: [478, 2|3] crop pixels (mediapipe) or None;
     frontal_colours: [N, 3] colours of squarely seen face points (fallback for skin).
@@ -138,7 +141,9 @@ def estimate_colours(
 
     skin = _skin(crop, landmarks, frontal_colours) if skin is None else np.asarray(skin, np.float32)
     above, beside = _hair_candidates(alpha, landmarks)
-    if above.sum() < 8:  # the crop cuts the head at the forehead: no evidence either way
+    # Nothing above the forehead (the crop cuts the head there, or a hat was taken out of the
+    # matte): hair beside the face above the brows is the evidence, if there is enough of it.
+    if above.sum() < 8 and beside.sum() < 8 * MIN_BESIDE:
         return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
     sel = above | beside
     cand = crop[sel]  # [N, 3]
@@ -148,6 +153,8 @@ def estimate_colours(
     from_beside = beside[sel]
     side_hair = float(hairy[from_beside].mean()) if from_beside.sum() >= 8 else 0.0
     if hairy.mean() < MIN_HAIR_SHARE or hairy.sum() < 8:
+        if above.sum() < 8:  # skin beside the face (ears, temples) says nothing of the scalp
+            return Colours(skin, DEFAULT_HAIR.copy(), "unknown", 0.05)
         log.info("scalp colour is skin (%.0f %% of %d pixels differ): no hair", 100 * hairy.mean(), len(cand))
         return Colours(skin, skin.copy(), "bald", 0.0)
     hair = np.median(cand[hairy], axis=0).astype(np.float32)

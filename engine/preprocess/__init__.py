@@ -2,8 +2,8 @@
 
 Steps (docs/architecture.md, "Data flow"): load with guards and EXIF orientation (``load``) → find
 the largest face and its 478 mediapipe landmarks (``detect``) → square crop around the
-whole head (``crop``) → foreground matte (``matte``) → the input camera (``camera``) →
-write ``input/`` (``outputs``).
+whole head (``crop``) → foreground matte (``matte``) → hands, glasses and hats taken out of
+what is projected (``occluders``) → the input camera (``camera``) → write ``input/`` (``outputs``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .crop import crop_square, head_box, inside_mask, to_crop
 from .detect import close_graphs, find_face
 from .load import LoadedImage, load_image, load_photo
 from .matte import matte
-from .occluders import remove_hands
+from .occluders import remove_occluders
 from .outputs import write_input_dir
 
 __all__ = ["PreprocessConfig", "Preprocessed", "run", "load_photo", "load_image", "LoadedImage", "close_graphs"]
@@ -60,7 +60,7 @@ def run(photo_path: Path, out_dir: Path, config: PreprocessConfig, ctx: RunConte
     alpha = _matte(loaded, box, crop_rgb, landmarks_crop, config)
     alpha = _outside_photo_is_background(alpha, box, w, h, photo_path, ctx)
     if config.occluders:
-        alpha = remove_hands(crop_rgb, alpha, photo_path, ctx)
+        crop_rgb, alpha = remove_occluders(crop_rgb, alpha, landmarks_crop, photo_path, ctx)
     crop = np.concatenate([crop_rgb, alpha[..., None]], axis=-1)
     # 5. Camera: EXIF 35 mm focal or the default field of view, carried into the crop.
     ctx.progress(4, _STEPS, "writing input/")

@@ -60,7 +60,8 @@ class PreprocessConfig:
     """Regularisation of the guided filter: smaller follows image edges (hair) more closely."""
 
     occluders: bool = True
-    """Take the hands mediapipe finds in the crop out of the matte (``occluders``): not painted on the head."""
+    """Take hands, glasses and hats found in the crop out of what is projected (``occluders``):
+    hands and hats leave the matte, a glasses frame is inpainted, dark lenses leave the matte."""
 
     alpha_hint: bool = True
     """Use the photo's own alpha. When at least ``cutout_fraction`` of the photo is
