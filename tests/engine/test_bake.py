@@ -136,6 +136,9 @@ def test_auto_alignment_recovers_a_similarity(tmp_path, run, head):
     cos = (np.trace(r_est @ rot) - 1) / 2  # r_est should be rot⁻¹
     assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 1.0
     assert info["alignment"]["residual_mm"] < 1.0 and info["coverage"] > 0.95
+    # no face on these views (a patterned blob): the shape path, with the warning
+    assert info["alignment"]["method"] == "shape" and "run's views" in info["alignment"]["fallback_reason"]
+    assert [w["code"] for w in info["warnings"]] == ["align_no_landmarks"]
 
 
 @pytest.mark.parametrize("case", ["no_uvs", "empty", "not_mesh", "no_views"])
