@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 #: Render side (pixels) of the mesh's candidate views; field of view (degrees).
 RENDER_SIZE = 384
 RENDER_FOV = 30.0
+#: Render side of the coarse search's views (the fine pass renders at the run's view size).
+COARSE_SIZE = 256
 #: Run views tried first: cameras within this angle (degrees) of the run's front (−Y).
 FRONT_CONE = 50.0
-#: Detection confidence a candidate render needs ("confident detection").
+#: Detection confidence a candidate view needs ("confident detection").
 MIN_SCORE = 0.6
 #: Fewest landmark pairs for a similarity.
 MIN_PAIRS = 30
@@ -51,7 +53,7 @@ CROP = 0.25
 #: A candidate is accepted when its landmark RMS ≤ max(3 × the landmark fit's, this, metres).
 LANDMARK_TOLERANCE = 0.006
 #: Landmark fits accepted: RMS of the inliers within this share of the landmarks' spread
-#: (RMS distance from their centroid, ~5 cm on a face): coarse (candidate renders), fine.
+#: (RMS distance from their centroid, ~5 cm on a face): coarse (candidate views), fine.
 COARSE_RMS = 0.15
 FINE_RMS = 0.06
 #: Two run views agree when their 3D landmarks are within this share of the spread (median).
@@ -148,15 +150,28 @@ def _camera(centre: np.ndarray, direction: np.ndarray, up: np.ndarray, distance:
 
 
 def _candidates() -> list[tuple[np.ndarray, np.ndarray]]:
-    """(camera direction from the mesh, up) for the 6 axis directions × 4 rolls; the run's own
-    convention (camera on −Y, Z up: the face toward −Y) first, then the other ups and axes."""
+    """(camera direction from the mesh, up) for the 6 axis directions: the run's own convention
+    (camera on −Y, Z up: the face toward −Y) first. A face is at most 55° from one of them,
+    which FaceMesh still reads (measured up to 55° of yaw); the roll is searched in the image."""
     axes = [np.array(a, np.float64) for a in ((0, -1, 0), (0, 0, 1), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, 0, -1))]
-    out = []
-    for d in axes:
-        ups = [a for a in axes + [-a for a in axes] if abs(a @ d) < 0.5]
-        ups = sorted({tuple(u) for u in ups}, key=lambda u: (-u[2], -u[1], -u[0]))
-        out += [(d, np.array(u)) for u in ups]
-    return out
+    return [(d, np.array([0.0, 0.0, 1.0]) if abs(d[2]) < 0.5 else np.array([0.0, -1.0, 0.0])) for d in axes]
+
+
+#: In-image rolls tried per candidate direction (degrees): FaceMesh reads faces rolled up to
+#: ~25° (measured: 22.5° found, 45° not), so 45° steps leave no gap.
+ROLLS = (0, 45, -45, 90, -90, 135, -135, 180)
+
+
+def _rolled(rgb: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb rotated by ``degrees`` about its centre (counter-clockwise on screen), the inverse
+    affine [2, 3] mapping its pixel coordinates back)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    out = rgb if degrees == 0 else cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR,
+                                                  borderMode=cv2.BORDER_REPLICATE)
+    return out, cv2.invertAffineTransform(m)
 
 
 def run_landmarks(views, head_v: np.ndarray, head_f: np.ndarray, max_views: int = 5, max_tries: int = 8,
@@ -268,26 +283,32 @@ def _fit(src: np.ndarray, dst: np.ndarray) -> _Fit | None:
 
 
 def mesh_coarse(v, f, uvs, texture, normals, run_points: np.ndarray, cancel=None):
-    """Candidate renders of the mesh (``_candidates``) whose landmarks give a first similarity:
-    yields (candidate number, _Fit) for every render with an upright, confident face whose
-    inner landmarks (the face oval left out: it slides with the view) fit loosely."""
+    """Candidate views of the mesh (``_candidates`` × ``ROLLS``) whose landmarks give a first
+    similarity: yields (views tried, _Fit) for every view with an upright, confident face
+    whose inner landmarks (the face oval left out: it slides with the view) fit loosely."""
     lo, hi = v.min(0), v.max(0)
     centre = (lo + hi) / 2
     radius = float(np.linalg.norm(v - centre, axis=1).max())
     distance = radius / math.sin(math.radians(RENDER_FOV) / 2)
     inner = ~np.isin(np.arange(len(run_points)), _oval())
     spread = _spread(run_points)
-    for k, (d, up) in enumerate(_candidates(), 1):
-        if cancel is not None:
-            cancel()
-        rgb, pts, covered = _render(v, f, uvs, texture, normals, _camera(centre, d, up, distance))
-        lm, score = _detect(rgb)
-        if lm is None or score < MIN_SCORE:
-            continue
-        fit = _fit(_lift(pts, covered, lm)[inner], run_points[inner])
-        if fit is not None and fit.good(spread, COARSE_RMS, 0.5):
-            log.info("landmarks: face on candidate render %d (score %.2f, RMS %.1f mm)", k, score, 1000 * fit.rms)
-            yield k, fit
+    tried = 0
+    for d, up in _candidates():
+        rgb, pts, covered = _render(v, f, uvs, texture, normals, _camera(centre, d, up, distance, COARSE_SIZE))
+        for roll in ROLLS:
+            if cancel is not None:
+                cancel()
+            tried += 1
+            img, back = _rolled(rgb, roll)
+            lm, score = _detect(img)
+            if lm is None or score < MIN_SCORE:
+                continue
+            lm = lm @ back[:, :2].T + back[:, 2]
+            fit = _fit(_lift(pts, covered, lm)[inner], run_points[inner])
+            if fit is not None and fit.good(spread, COARSE_RMS, 0.5):
+                log.info("landmarks: face on candidate view %d (score %.2f, RMS %.1f mm)", tried, score,
+                         1000 * fit.rms)
+                yield tried, fit
 
 
 def mesh_fine(v, f, uvs, texture, normals, run_found: list[dict], seed: Similarity, cancel=None) -> _Fit | None:
@@ -329,8 +350,8 @@ def _landmark_rms(sim: Similarity, src: np.ndarray, dst: np.ndarray, keep: np.nd
 
 
 def landmark_fit(v, f, uvs, texture, normals, run_found, shape: Similarity, cancel=None):
-    """(_Fit, seed name, mesh renders tried) of the first seed whose fine fit is good, or
-    (None, reason, renders tried). Seeds: the shape path's result, then the candidate renders."""
+    """(_Fit, seed name, mesh views tried) of the first seed whose fine fit is good, or
+    (None, reason, views tried). Seeds: the shape path's result, then the candidate views."""
     run_points = _median([d["points"] for d in run_found])
     spread = _spread(run_points)
 
@@ -350,9 +371,9 @@ def landmark_fit(v, f, uvs, texture, normals, run_found, shape: Similarity, canc
     for tried, coarse in mesh_coarse(v, f, uvs, texture, normals, run_points, cancel):
         fit = refine(coarse.sim)
         if fit is not None:
-            return fit, f"render {tried}", tried
-    return None, f"no face found on the mesh that matches the run's (shape seed and {len(_candidates())} renders)", \
-        len(_candidates())
+            return fit, f"view {tried}", tried
+    n_views = len(_candidates()) * len(ROLLS)
+    return None, f"no face found on the mesh that matches the run's (shape seed and {n_views} views)", n_views
 
 
 def align(v, f, uvs, texture, views, head_v, head_f, warn=None, cancel=None, n: int = 2000, seed: int = 0) -> Alignment:
@@ -376,7 +397,7 @@ def align(v, f, uvs, texture, views, head_v, head_f, warn=None, cancel=None, n: 
     fit = None
     if run_found:
         fit, reason, tried = landmark_fit(v, f, uvs, texture, vertex_normals(v, f), run_found, shape, cancel)
-        report["mesh_renders_tried"] = tried
+        report["mesh_views_tried"] = tried
     t_lm = time.perf_counter()
     if fit is not None:
         report["landmark_seed"] = reason

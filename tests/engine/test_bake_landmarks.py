@@ -120,18 +120,17 @@ def test_landmarks_align_a_head_on_a_plinth_the_shape_path_cannot(truth, views):
     assert rep["icp_samples_used"] < 0.8 * rep["icp_samples"]  # the plinth took no part in ICP
 
 
-@pytest.mark.slow
-def test_faceless_mesh_falls_back_to_shape_with_a_warning(tmp_path, run):
+def test_faceless_mesh_falls_back_to_shape_with_a_warning(truth, views):
+    """A textureless blob (rendered shaded: no face in any of the 48 candidate views)."""
+    from engine.landmark_align import align
+
     s = trimesh.creation.icosphere(3)
     d = np.asarray(s.vertices)
     v = d * 0.1 * (1 + 0.1 * np.sin(3 * d[:, 0]))[:, None] * np.array([0.8, 1.0, 1.2])
-    uvs = 0.5 + 0.4 * d[:, :2]
-    mesh = write_glb(tmp_path / "blob.glb", v, s.faces, uvs)  # no texture: rendered shaded
-    out = tmp_path / "blob"
-    r = run_cli("bake", run, "--mesh", mesh, "-o", out, "--size", S, "--align", "auto", "--json")
-    assert r.code == 0, r.stderr[-3000:]
-    info = json.loads((out / "bake.json").read_text())
-    assert info["alignment"]["method"] == "shape" and "no face found on the mesh" in info["alignment"]["fallback_reason"]
-    assert [w["code"] for w in info["warnings"]] == ["align_no_landmarks"]
-    assert any(e["type"] == "warning" and e["code"] == "align_no_landmarks" for e in r.events)
-    assert info["alignment"]["residual_mm"] < 30  # the shape path still put it on the head
+    warned = []
+    found = align(v, s.faces, None, None, [x[:3] for x in views], truth.vertices, truth.faces,
+                  warn=lambda *w: warned.append(w))
+    assert found.method == "shape" and [w[0] for w in warned] == ["align_no_landmarks"]
+    assert "no face found on the mesh" in found.report["fallback_reason"] and found.report["mesh_views_tried"] == 48
+    assert len(found.report["run_views_with_face"]) >= 2  # the run's side did find the face
+    assert found.report["candidate_residual_mm"].keys() == {"shape"}
