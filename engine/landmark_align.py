@@ -53,9 +53,13 @@ CROP = 0.25
 #: A candidate is accepted when its landmark RMS ≤ max(3 × the landmark fit's, this, metres).
 LANDMARK_TOLERANCE = 0.006
 #: Landmark fits accepted: RMS of the inliers within this share of the landmarks' spread
-#: (RMS distance from their centroid, ~5 cm on a face): coarse (candidate views), fine.
-COARSE_RMS = 0.15
+#: (RMS distance from their centroid, ~5 cm on a face): coarse (candidate views: loose, a
+#: face 40-55° off the view lifts its far-side landmarks wrongly, ~15-25 mm RMS; the fine
+#: passes from there decide), fine.
+COARSE_RMS = 0.5
 FINE_RMS = 0.06
+#: Coarse fits refined at most (each costs two fine passes, ~1 s).
+MAX_SEEDS = 8
 #: Two run views agree when their 3D landmarks are within this share of the spread (median).
 AGREE = 0.1
 #: The landmark-seeded result wins unless the shape path's residual is lower by more than
@@ -368,10 +372,13 @@ def landmark_fit(v, f, uvs, texture, normals, run_found, shape: Similarity, canc
     if fit is not None:
         return fit, "shape", 0
     tried = 0
-    for tried, coarse in mesh_coarse(v, f, uvs, texture, normals, run_points, cancel):
+    for k, (tried, coarse) in enumerate(mesh_coarse(v, f, uvs, texture, normals, run_points, cancel)):
         fit = refine(coarse.sim)
         if fit is not None:
             return fit, f"view {tried}", tried
+        if k + 1 >= MAX_SEEDS:
+            return None, f"no face found on the mesh that matches the run's ({MAX_SEEDS} candidate faces refined, " \
+                         f"none fits)", tried
     n_views = len(_candidates()) * len(ROLLS)
     return None, f"no face found on the mesh that matches the run's (shape seed and {n_views} views)", n_views
 
