@@ -10,7 +10,8 @@ artist's mesh, with the head's texture, in a random frame: a uniform random rota
 - plain: the same head;
 - plinth: the head standing on a box (extra geometry, a third of the area);
 - front: only the front half of the head (y < −2 cm);
-- other: another identity (the template with random shape coefficients, N(0, 1)): the true
+- other: another identity (the template with random shape coefficients, N(0, σ²), σ =
+  ``--shape-sigma``, 1 by default): the true
   transform is the applied one, the surfaces differ (RMS vertex offset printed);
 - untextured: the same head without texture (rendered shaded).
 
@@ -38,6 +39,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cases", nargs="+", default=["plain", "plinth", "front", "other", "untextured"])
+    p.add_argument("--shape-sigma", type=float, default=1.0, help="std of the other identity's shape coefficients")
     args = p.parse_args()
 
     import torch
@@ -79,7 +81,7 @@ def main() -> None:
             return v[used], remap[f[keep]], uvs[used], tex, True
         if case == "other":
             with torch.no_grad():
-                other = model.vertices(torch.as_tensor(rng.normal(0, 1, model.n_shape), dtype=torch.float32),
+                other = model.vertices(torch.as_tensor(rng.normal(0, args.shape_sigma, model.n_shape), dtype=torch.float32),
                                        torch.zeros(model.n_expr)).numpy().astype(np.float64)[split]
             print(f"  other identity: RMS vertex offset {1000 * np.sqrt(((other - v) ** 2).sum(1).mean()):.1f} mm")
             return other, f, uvs, tex, False
@@ -108,6 +110,7 @@ def main() -> None:
                        scale=round(scale, 2), method=found.method, seed=found.report.get("landmark_seed"),
                        deg=round(deg, 3), err_mm=round(1000 * err, 3),
                        landmark_rms_mm=round(found.report.get("landmark_rms_mm", float("nan")), 2),
+                       landmark_fit_rms_mm=round(found.report.get("landmark_fit_rms_mm", float("nan")), 2),
                        residual_mm=round(found.report["residual_mm"], 3), wall_s=round(wall, 2), cpu_s=round(cpu, 2))
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -118,6 +118,8 @@ def test_landmarks_align_a_head_on_a_plinth_the_shape_path_cannot(truth, views):
     rep = found.report
     assert rep["candidate_landmark_rms_mm"]["shape"] > 20 and rep["candidate_landmark_rms_mm"]["landmarks"] < 3
     assert rep["icp_samples_used"] < 0.8 * rep["icp_samples"]  # the plinth took no part in ICP
+    # the shape path's free-scale ICP once shrank this mesh to a point (scale 0, residual 0)
+    assert rep["candidate_scale"]["shape"] * SCALE > 0.2
 
 
 def test_faceless_mesh_falls_back_to_shape_with_a_warning(truth, views):
