@@ -4,9 +4,10 @@ Shape-to-shape, no landmarks: both surfaces are sampled by area; principal axes 
 candidate rotations (every signed axis permutation with determinant +1, so PCA's sign and
 order ambiguities cannot trap it), scale from the RMS radius; each candidate is refined by
 trimmed ICP with a similarity (Umeyama) step against closest points on the target, and the
-lowest trimmed residual wins. Landmarks on generated views would need face detection to
-succeed on them; the run's head is already a surface in the run's world, which is what the
-bake needs the mesh to sit on.
+lowest trimmed residual wins among the candidates whose scale stayed within 1/2-2 × the
+RMS-radius ratio (free-scale ICP can shrink a mesh onto a patch of the target, residual 0).
+This is the shape path of ``bake --align auto``; the landmark path that seeds ``icp`` from
+face landmarks needs mediapipe and lives in the engine (``engine/landmark_align.py``).
 """
 from __future__ import annotations
 
