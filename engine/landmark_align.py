@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 #: Render side (pixels) of the mesh's candidate views; field of view (degrees).
 RENDER_SIZE = 384
 RENDER_FOV = 30.0
-#: Render side of the coarse search's views (the fine pass renders at the run's view size).
+#: Render side of the coarse search's views; the fine passes render at the run's view size
+#: clamped to [RENDER_SIZE, FINE_MAX].
 COARSE_SIZE = 256
+FINE_MAX = 512
 #: Run views tried first: cameras within this angle (degrees) of the run's front (−Y).
 FRONT_CONE = 50.0
 #: Detection confidence a candidate view needs ("confident detection").
@@ -331,8 +333,9 @@ def mesh_fine(v, f, uvs, texture, normals, run_found: list[dict], seed: Similari
         c2w[:3, 3] = inv_s * inv_r @ (cam.center - seed.translation)
         mcam = Camera(c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.w, cam.h)
         side = max(cam.w, cam.h)
-        if side < RENDER_SIZE:  # small views: the mesh is rendered bigger for the detector
-            mcam = mcam.resized(RENDER_SIZE * cam.w // side, RENDER_SIZE * cam.h // side)
+        target = min(max(side, RENDER_SIZE), FINE_MAX)  # small views bigger for the detector, big ones cheaper
+        if target != side:
+            mcam = mcam.resized(max(1, target * cam.w // side), max(1, target * cam.h // side))
         rgb, pts, covered = _render(v, f, uvs, texture, normals, mcam)
         lm, _ = _detect(rgb)
         if lm is None:
