@@ -168,7 +168,8 @@ def bake_command(args, ctx: RunContext) -> dict:
         raise BadInput(None, str(exc), "bad_option") from None
     run_dir = Path(args.run_dir)
     views = _run_views(run_dir)
-    v, f, uvs, texture = load_user_mesh(Path(args.mesh), with_texture=True)
+    v, f, uvs, texture = load_user_mesh(Path(args.mesh), with_texture=True) if args.align == "auto" \
+        else (*load_user_mesh(Path(args.mesh)), None)  # the texture only helps find the face
     align = {"mode": args.align}
     v_world = v
     if args.align == "auto":
