@@ -6,8 +6,10 @@
    convention; Blender writes them so) and mapped into the run's world (Z up), PLY is read
    as it is (Blender writes PLY Z-up);
 3. alignment: ``none`` (the mesh already sits in the run's world, e.g. placed in Blender)
-   or ``auto`` (``recon.align``: similarity from the mesh's shape onto the run's head,
-   trimmed ICP, residual reported);
+   or ``auto`` (``engine.landmark_align``: mediapipe landmarks on the run's views and on
+   renders of the mesh (its own texture, else shaded), robust Umeyama, trimmed ICP against
+   the run's head; the shape-only ``recon.align.auto_align`` competes by ICP residual and is
+   the fallback, warning ``align_no_landmarks``, when either side shows no face);
 4. one bake per UDIM tile (1001 + u-tile + 10 · v-tile, tiles 1001-1010 and up) with
    ``recon.bake`` (per face: overlapping and mirrored islands take their own surface's
    colours; push-pull autofill);
@@ -55,8 +57,21 @@ def add_parser(sub):
     return p
 
 
-def load_user_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vertices [V, 3] run world, faces [F, 3], uvs [V, 2]) of a mesh file; BadInput otherwise."""
+def _texture_of(mesh) -> np.ndarray | None:
+    """The mesh's own base-colour image as float32 [H, W, 3] in [0, 1] (sRGB), or None."""
+    material = getattr(getattr(mesh, "visual", None), "material", None)
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    if image is None:
+        return None
+    try:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+    except (OSError, ValueError, AttributeError):  # a texture that cannot be decoded: shaded instead
+        return None
+
+
+def load_user_mesh(path: Path, with_texture: bool = False):
+    """(vertices [V, 3] run world, faces [F, 3], uvs [V, 2]) of a mesh file, + its texture
+    (float32 [H, W, 3] or None) with ``with_texture``; BadInput otherwise."""
     import trimesh
 
     if not path.is_file():
@@ -78,6 +93,8 @@ def load_user_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         v = v @ YUP_TO_WORLD.T
     if not np.isfinite(v).all() or not np.isfinite(uv).all():
         raise BadInput(path, "the mesh has non-finite coordinates", "bad_mesh")
+    if with_texture:
+        return v, faces, np.asarray(uv, np.float64), _texture_of(mesh)
     return v, faces, np.asarray(uv, np.float64)
 
 
@@ -151,16 +168,18 @@ def bake_command(args, ctx: RunContext) -> dict:
         raise BadInput(None, str(exc), "bad_option") from None
     run_dir = Path(args.run_dir)
     views = _run_views(run_dir)
-    v, f, uvs = load_user_mesh(Path(args.mesh))
+    v, f, uvs, texture = load_user_mesh(Path(args.mesh), with_texture=True) if args.align == "auto" \
+        else (*load_user_mesh(Path(args.mesh)), None)  # the texture only helps find the face
     align = {"mode": args.align}
     v_world = v
     if args.align == "auto":
-        from recon.align import auto_align
+        from .landmark_align import align as landmark_align
 
+        head = _run_head(run_dir)
         ctx.progress(0, 1, "aligning")
-        sim = auto_align(v, f, *_run_head(run_dir))
-        v_world = sim.apply(v)
-        align.update(scale=sim.scale, matrix=sim.matrix.tolist(), residual_mm=1000 * sim.residual)
+        found = landmark_align(v, f, uvs, texture, views, *head, warn=ctx.warn, cancel=ctx.check_cancelled)
+        v_world = found.similarity.apply(v)
+        align.update(found.report)
     ctx.check_cancelled()
     tiles = udim_tiles(uvs, f)
     t_load = time.perf_counter()
@@ -191,6 +210,7 @@ def bake_command(args, ctx: RunContext) -> dict:
                   "coverage": seen, "autofilled": sum(s["autofilled"] for s in stats.values()) / len(stats),
                   "config": {"angle_strictness": config.angle_strictness, "edge_expansion": config.edge_expansion,
                              "equalize": config.equalize},
+                  "warnings": list(ctx.warnings),
                   "timings": {"load_align": t_load - t0, "total": time.perf_counter() - t0}}
         (tmp / "bake.json").write_text(json.dumps(result, indent=1))
         if out.exists():

@@ -4,9 +4,10 @@ Shape-to-shape, no landmarks: both surfaces are sampled by area; principal axes 
 candidate rotations (every signed axis permutation with determinant +1, so PCA's sign and
 order ambiguities cannot trap it), scale from the RMS radius; each candidate is refined by
 trimmed ICP with a similarity (Umeyama) step against closest points on the target, and the
-lowest trimmed residual wins. Landmarks on generated views would need face detection to
-succeed on them; the run's head is already a surface in the run's world, which is what the
-bake needs the mesh to sit on.
+lowest trimmed residual wins among the candidates whose scale stayed within 1/2-2 × the
+RMS-radius ratio (free-scale ICP can shrink a mesh onto a patch of the target, residual 0).
+This is the shape path of ``bake --align auto``; the landmark path that seeds ``icp`` from
+face landmarks needs mediapipe and lives in the engine (``engine/landmark_align.py``).
 """
 from __future__ import annotations
 
@@ -160,13 +161,19 @@ def auto_align(vertices: np.ndarray, faces: np.ndarray, target_v: np.ndarray, ta
     cs, es, rs = _frame(src)
     ct, et, rt = _frame(dense)
     best = None
+    scale = rt / rs
     for m in _rotations():
         rot = et @ m @ es.T
-        scale = rt / rs
         init = Similarity(scale, rot, ct - scale * rot @ cs)
         cand = icp(src[::4], tv, tf, init, iterations=12, tree_points=dense)
+        # free-scale ICP can shrink the mesh onto a patch of the target (residual → 0): a
+        # candidate whose scale left [1/2, 2] × the RMS-radius ratio is not a fit
+        if not 0.5 <= cand.scale / scale <= 2.0:
+            continue
         if best is None or cand.residual < best.residual:
             best = cand
+    if best is None:  # every candidate collapsed: the plain RMS-radius frame
+        best = Similarity(scale, et @ es.T, ct - scale * et @ es.T @ cs, np.inf)
     final = icp(src, tv, tf, best, iterations=20, tree_points=dense)
     log.info("auto alignment: scale %.4f, residual %.2f mm", final.scale, 1000 * final.residual)
     return final

@@ -126,7 +126,7 @@ def test_auto_alignment_recovers_a_similarity(tmp_path, run, head):
     moved = 1.7 * v @ rot.T + np.array([0.2, -0.1, 0.35])  # the artist's own frame and units
     mesh = write_obj(tmp_path / "moved.obj", moved, f, uvs)
     out = tmp_path / "aligned"
-    r = run_cli("bake", run, "--mesh", mesh, "-o", out, "--size", S, "--align", "auto")
+    r = run_cli("bake", run, "--mesh", mesh, "-o", out, "--size", S, "--align", "auto", "--json")
     assert r.code == 0, r.stderr[-3000:]
     info = json.loads((out / "bake.json").read_text())
     m = np.array(info["alignment"]["matrix"])
@@ -136,6 +136,10 @@ def test_auto_alignment_recovers_a_similarity(tmp_path, run, head):
     cos = (np.trace(r_est @ rot) - 1) / 2  # r_est should be rot⁻¹
     assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 1.0
     assert info["alignment"]["residual_mm"] < 1.0 and info["coverage"] > 0.95
+    # no face on these views (a patterned blob): the shape path, with the warning
+    assert info["alignment"]["method"] == "shape" and "run's views" in info["alignment"]["fallback_reason"]
+    assert [w["code"] for w in info["warnings"]] == ["align_no_landmarks"]
+    assert any(e["type"] == "warning" and e["code"] == "align_no_landmarks" for e in r.events)
 
 
 @pytest.mark.parametrize("case", ["no_uvs", "empty", "not_mesh", "no_views"])
