@@ -25,8 +25,37 @@ class BakeError(RuntimeError):
     """The bake failed or was cancelled; the message is the engine's one-line reason."""
 
 
-def write_obj(obj, path: str) -> None:
-    """The evaluated mesh of ``obj`` in world coordinates, triangulated, with its active UVs."""
+def base_color_image(obj):
+    """The image wired (directly) into Base Color of ``obj``'s active material, or None."""
+    mat = obj.active_material
+    if mat is None or not mat.use_nodes or mat.node_tree is None:
+        return None
+    for node in mat.node_tree.nodes:
+        if node.type == "BSDF_PRINCIPLED":
+            for link in node.inputs["Base Color"].links:
+                if link.from_node.type == "TEX_IMAGE" and link.from_node.image is not None:
+                    return link.from_node.image
+    return None
+
+
+def _write_texture(obj, path: str) -> str | None:
+    """The mesh's base-colour image saved as PNG beside the OBJ (for ``--align auto``, which
+    finds the face on renders of the mesh: a textured render finds it more surely than a
+    shaded one); its file name, or None when it has none or it cannot be written."""
+    image = base_color_image(obj)
+    if image is None:
+        return None
+    target = os.path.splitext(path)[0] + "_basecolor.png"
+    try:
+        image.save(filepath=target)  # a copy: the image's own path and state are unchanged
+    except (TypeError, RuntimeError, ReferenceError):
+        return None
+    return os.path.basename(target) if os.path.isfile(target) else None
+
+
+def write_obj(obj, path: str, with_texture: bool = False) -> None:
+    """The evaluated mesh of ``obj`` in world coordinates, triangulated, with its active UVs
+    (and, ``with_texture``, its base-colour image through an MTL when it has one)."""
     mesh = obj.data
     if not mesh.uv_layers.active:
         raise BakeError(f"{obj.name}: the mesh has no UV map")
@@ -35,7 +64,12 @@ def write_obj(obj, path: str) -> None:
         raise BakeError(f"{obj.name}: the mesh has no faces")
     m = obj.matrix_world
     uv = mesh.uv_layers.active.data
+    texture = _write_texture(obj, path) if with_texture else None
     lines = [f"o {obj.name}"]
+    if texture:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        Path(path).with_suffix(".mtl").write_text(f"newmtl base\nKd 1 1 1\nmap_Kd {texture}\n")
+        lines = [f"mtllib {stem}.mtl", *lines, "usemtl base"]
     lines += [f"v {w.x!r} {w.z!r} {-w.y!r}" for w in (m @ v.co for v in mesh.vertices)]  # Z up → Y up
     lines += [f"vt {d.uv[0]!r} {d.uv[1]!r}" for d in uv]
     for tri in mesh.loop_triangles:
@@ -56,7 +90,7 @@ def start(python: str, obj, run_dir: str, align: str = "none", size: int = 2048)
         raise BakeError(f"{run_dir or '(no run)'}: not a Gen3D Face run (no transforms.json)")
     work = tempfile.mkdtemp(prefix="gen3dface_bake_")
     mesh_path = os.path.join(work, f"{bpy.path.clean_name(obj.name)}.obj")
-    write_obj(obj, mesh_path)
+    write_obj(obj, mesh_path, with_texture=align == "auto")
     out = os.path.join(run_dir, "bakes", bpy.path.clean_name(obj.name))
     n = 1
     while os.path.exists(out):

@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,3 +68,32 @@ h.disable()
     assert out["after"]["materials"] == out["before"]["materials"] + 1  # the sphere had none
     assert out["other_nodes"][0] == out["other_nodes"][1] and out["size"] == [1024, 1024]
     assert Path(out["image"]).is_file() and (Path(out["image"]).parent / "bake.json").is_file()
+
+
+def test_auto_alignment_gets_the_mesh_with_its_texture(run_bpy, tmp_path):
+    """For ``--align auto`` the mesh goes to the engine with its Base Color image (the engine
+    finds the face on renders of the mesh), as a copy: the scene's image is left as it was."""
+    import trimesh
+
+    out = run_bpy(SCENE + f"""
+from bl_ext.gen3dface_dev.gen3dface.blender_addon import bake
+img = bpy.data.images.new("skin", 16, 8)
+img.pixels.foreach_set([0.8, 0.2, 0.1, 1.0] * (16 * 8))
+m = bpy.data.materials.new("skin_material")
+m.use_nodes = True
+tex = m.node_tree.nodes.new("ShaderNodeTexImage")
+tex.image = img
+bsdf = next(n for n in m.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+m.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+head.data.materials.append(m)
+counts = h.scene_counts()
+bake.write_obj(head, {str(tmp_path / "plain.obj")!r})
+bake.write_obj(head, {str(tmp_path / "textured.obj")!r}, with_texture=True)
+h.emit(same=counts == h.scene_counts(), path=img.filepath, dirty=img.is_dirty)
+h.disable()
+""")
+    assert out["same"] and out["path"] == ""
+    assert not (tmp_path / "plain.mtl").exists()
+    mesh = trimesh.load(tmp_path / "textured.obj", force="mesh", process=False)
+    rgb = np.asarray(mesh.visual.material.image.convert("RGB"))
+    assert rgb.shape == (8, 16, 3) and np.abs(rgb.astype(int) - (204, 51, 26)).max() <= 1  # a byte image: its pixels are the bytes
