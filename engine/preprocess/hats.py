@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .glasses import CHEEK_IDS, SIDE_IDS  # cheeks (skin colour); face-oval points at the ears
+
+#: Forehead points (its skin colour).
 FOREHEAD_IDS = (151, 108, 337, 9)
-CHEEK_IDS = (50, 280, 205, 425)
 #: Columns over the forehead run between these face-oval points (subject's right, left).
 FOREHEAD_SPAN = (54, 284)
 #: Upper brow points: the search for the forehead's upper edge starts above them.
 BROW_TOP_IDS = (105, 334, 66, 296)
-#: Face-oval points at the temples and the ears (for the width and the side-hair patches).
-SIDE_IDS = (127, 356)
 
 #: Lab distance (lightness at half weight) within which a pixel counts as the skin's colour.
 SKIN_DELTA_E = 16.0
