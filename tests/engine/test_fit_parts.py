@@ -385,15 +385,8 @@ def test_fallback_warns_on_the_context_or_the_log(setup, caplog):
 
 def test_fit_recovers_pose_focal_and_coefficients(setup):
     head, cam, coeffs, obs = setup
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    head.threads_seen.clear()
-    try:
-        fit = fit_landmarks(head, obs, _intr(cam, 0.9), FitConfig(shape_prior=1e-6, expr_prior=1e-6, jaw_prior=1e-6,
-                                                                  focal_prior=1e-6, prior_landmarks=0))
-        assert torch.get_num_threads() == 2  # restored after the fit's single-threaded solve
-    finally:
-        torch.set_num_threads(threads)
+    fit = fit_landmarks(head, obs, _intr(cam, 0.9), FitConfig(shape_prior=1e-6, expr_prior=1e-6, jaw_prior=1e-6,
+                                                              focal_prior=1e-6, prior_landmarks=0))
     assert not fit.diverged and fit.residual_px < 1e-3 and fit.seconds > 0
     assert fit.focal == pytest.approx(cam.fx, rel=1e-3)
     np.testing.assert_allclose(np.r_[fit.shape, fit.expr, fit.jaw], coeffs, atol=2e-3)
@@ -402,8 +395,27 @@ def test_fit_recovers_pose_focal_and_coefficients(setup):
     np.testing.assert_allclose(fit.rotation, cam.w2c[:3, :3], atol=1e-4)
     np.testing.assert_allclose(fit.translation, cam.w2c[:3, 3], atol=1e-4)
     np.testing.assert_allclose(fit.vertices, head.points(coeffs[:4], coeffs[4:7], coeffs[7:]), atol=1e-5)
-    seen = head.threads_seen
-    assert seen[0] == 1 and seen.count(1) > 10  # the solve ran single-threaded (the final RMS need not)
+
+
+def test_fit_solves_single_threaded_and_restores_the_thread_count(setup):
+    """(Not run by scripts/mutation.sh: a 2-thread region in mutmut's parent process deadlocks the
+    OpenMP pool of every forked mutant; see the script.)"""
+    head, cam, _, obs = setup
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    head.threads_seen.clear()
+    try:
+        fit_landmarks(head, obs, _intr(cam, 0.9), FitConfig(iterations=5, adaptive_iterations=2))
+        assert torch.get_num_threads() == 2  # restored after the fit's single-threaded solve
+        seen = head.threads_seen
+        assert seen[0] == 1 and seen.count(1) > 10  # the solve ran single-threaded (the final RMS need not)
+        ctx = RunContext()
+        ctx.cancel()
+        with pytest.raises(Cancelled):
+            fit_landmarks(head, obs, _intr(cam), FitConfig(), ctx)
+        assert torch.get_num_threads() == 2  # restored on the way out
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_fixed_focal_stays_the_given_one(setup):
@@ -435,11 +447,7 @@ def test_cancel_after_the_rigid_stage(setup):
     head, cam, _, obs = setup
     ctx = RunContext()
     ctx.cancel()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with pytest.raises(Cancelled):
-            fit_landmarks(head, obs, _intr(cam), FitConfig(), ctx)
-        assert torch.get_num_threads() == 2  # restored on the way out
-    finally:
-        torch.set_num_threads(threads)
+    head.threads_seen.clear()
+    with pytest.raises(Cancelled):
+        fit_landmarks(head, obs, _intr(cam), FitConfig(rigid_iterations=2), ctx)
+    assert 0 < len(head.threads_seen) < 40  # the rigid stage ran (init + 2 iterations), the joint one did not
