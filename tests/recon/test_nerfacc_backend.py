@@ -188,6 +188,7 @@ def test_visible_in_chunks_matches_front_to_back_transmittance(dtype):
     alpha_of[1, 0] = 0.5  # transmittance exactly 0.5 behind it
     alpha_of[2, 5::2] = 0.25  # exactly the threshold of the second case
     alpha_of[5, 21] = 0.999
+    alpha_of[5, 30] = 0.6  # above alpha_thre but hidden behind the opaque sample
     ray_of = torch.arange(6)[:, None].expand_as(keep)[keep]
 
     def alpha_fn(s0, s1, r):

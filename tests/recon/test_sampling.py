@@ -321,3 +321,31 @@ def test_mesh_sdf_grid_of_a_mesh_leaving_the_box():
     box = SceneBox(np.zeros(3), 0.5)  # the sphere (1.2 units) pokes out of [-1, 1]³
     grid = mesh_sdf_grid(np.asarray(s.vertices), np.asarray(s.faces), box, res=11, n_samples=2_000)
     assert np.isfinite(grid).all() and grid[5, 5, 5] == pytest.approx(-1.2, abs=0.1)
+
+
+def test_hull_sdf_grid_sign_is_the_hull_at_each_corner():
+    """Corner (i, j, k) of the grid (unit coordinates −1 + i·h) is inside iff it projects into every
+    view's mask dilated by one pixel (4-neighbours) or off that image, after the documented opening."""
+    from scipy import ndimage
+
+    views = _ball_views(4, size=16)
+    box = SceneBox(CENTRE + [0.01, 0.0, -0.01], 1.6 * R)
+    res = 13
+    grid = hull_sdf_grid(views, box, res=res)
+    a = np.linspace(-1, 1, res)
+    corners = box.to_world(np.stack(np.meshgrid(a, a, a, indexing="ij"), -1).reshape(-1, 3))
+    inside = np.ones(len(corners), bool)
+    for cam, mask in zip(views.cameras, views.masks):
+        m0 = mask > 0.5
+        m = m0.copy()
+        m[1:] |= m0[:-1]
+        m[:-1] |= m0[1:]
+        m[:, 1:] |= m0[:, :-1]
+        m[:, :-1] |= m0[:, 1:]
+        uv, depth = cam.project(corners)
+        u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+        seen = (depth > 0) & (u >= 0) & (v >= 0) & (u < cam.w) & (v < cam.h)
+        inside[seen] &= m[v[seen], u[seen]]
+    expected = ndimage.binary_opening(inside.reshape(res, res, res))
+    assert 0 < expected.sum() < expected.size
+    assert np.array_equal(grid < 0, expected)
