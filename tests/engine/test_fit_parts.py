@@ -564,3 +564,19 @@ def test_one_landmark_short_falls_back(setup):
     ctx = RunContext()
     fit_landmarks(head, nan, _intr(cam), FitConfig(), ctx)
     assert ctx.warnings[0]["message"] == "landmark fit diverged (non-finite landmarks); using the mean head seen from the front"
+
+
+def test_levenberg_marquardt_never_accepts_a_step_that_raises_the_cost(setup):
+    """From a rotation 1.5 rad off (Gauss-Newton overshoots there), one iteration at a time with the
+    Huber reweighting off: the ½‖r‖² loss never rises, and the fit still converges."""
+    head, cam, _, obs = setup
+    prob = _Problem(head, obs, _intr(cam), FitConfig(huber_px=1e9))
+    prob.x = _at_truth(prob, cam, np.zeros(10))
+    prob.x[0:3] = torch.tensor([1.5, -0.75, 0.5], dtype=torch.float64)
+    costs = []
+    for _ in range(12):
+        costs.append(float(prob.residuals(prob.x) @ prob.residuals(prob.x)))
+        prob.solve(["rot", "trans", "shape", "expr", "jaw", "log_f"], 1)
+    costs.append(float(prob.residuals(prob.x) @ prob.residuals(prob.x)))
+    assert all(b <= a for a, b in zip(costs, costs[1:])), costs
+    assert costs[-1] < 1e-3 * costs[0]
