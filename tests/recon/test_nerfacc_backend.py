@@ -1,6 +1,7 @@
 """Parity of the CPU stand-ins (recon/_nerfacc_backend.py) with nerfacc's pure-torch batched paths."""
 from __future__ import annotations
 
+import logging
 import sys
 
 import nerfacc
@@ -111,3 +112,92 @@ def test_selection_and_no_jit_build_on_cpu():
     ops = B.select_ops("cpu")
     assert ops.name == "torch-cpu" and ops.accumulate_along_rays is nerfacc.accumulate_along_rays
     assert "nerfacc.cuda._backend" not in sys.modules  # nothing tried to compile _C
+
+
+# -- added for the mutation run (scripts/mutation.sh sampling) --------------------------------------
+
+def test_select_ops_names_each_backends_functions(monkeypatch, caplog):
+    """The choice only builds the table (no CUDA call), so both branches run on a CPU machine."""
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    with caplog.at_level(logging.INFO, logger="recon._nerfacc_backend"):
+        gpu = B.select_ops("cuda")
+    assert (gpu.name, gpu.render_weight_from_alpha, gpu.sampling, gpu.ray_aabb_intersect) == (
+        "nerfacc-cuda", B._cuda_weights, B._cuda_sampling, nerfacc.ray_aabb_intersect)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "TORCH_EXTENSIONS_DIR is not set: nerfacc will JIT-build its CUDA ops into torch's default "
+                    "cache (minutes, once)"),
+        ("INFO", f"ray marching backend: nerfacc-cuda (nerfacc {nerfacc.__version__})")]
+    caplog.clear()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/tmp/torch-ext")
+    with caplog.at_level(logging.INFO, logger="recon._nerfacc_backend"):
+        assert B.select_ops(torch.device("cuda", 0)).name == "nerfacc-cuda"
+        cpu = B.select_ops("cpu")
+    assert [r.levelname for r in caplog.records] == ["INFO", "INFO"]  # the build cache is set: no warning
+    assert caplog.records[-1].getMessage() == f"ray marching backend: torch-cpu (nerfacc {nerfacc.__version__})"
+    assert (cpu.render_weight_from_alpha, cpu.sampling, cpu.ray_aabb_intersect) == (
+        B.render_weight_from_alpha_cpu, B.occ_grid_sampling_cpu, B.ray_aabb_intersect)
+
+
+def test_scans_of_single_sample_rays():
+    one = torch.tensor([0.3])
+    info = B.pack_info(torch.tensor([0]), 1)
+    assert B.exclusive_sum(one, info).tolist() == [0.0] and B.exclusive_prod(one, info).tolist() == [1.0]
+    assert torch.equal(B.inclusive_sum(one, info), one) and torch.equal(B.inclusive_prod(one, info), one)
+    assert B.exclusive_sum(torch.zeros(0), B.pack_info(torch.zeros(0, dtype=torch.long), 2)).shape == (0,)
+
+
+def test_occupied_cells_at_the_box_faces():
+    """A point is in the grid for 0 ≤ u < 1 (u: position in the box, per axis), in the cell floor(u·res)."""
+    binaries = torch.zeros(4, 4, 4, dtype=torch.bool)
+    binaries[0] = binaries[3] = True  # first and last x layers
+    aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+    x = torch.tensor([[-1.0, 0.1, 0.1],  # u = 0: the first cell
+                      [0.9, 0.1, 0.1],  # the last cell
+                      [1.0, 0.1, 0.1],  # u = 1: outside
+                      [1.5, 0.1, 0.1],  # outside, beyond the last (occupied) cell
+                      [-7.0, 0.1, 0.1],  # far outside on the low side
+                      [0.1, 0.1, 0.1],  # an empty cell
+                      [-0.9, 1.2, 0.1]])  # y outside
+    assert B._occupied(binaries, aabb, x).tolist() == [True, True, False, False, False, False, False]
+
+
+def _reference_visibility(alphas, ray_of, eps, thre):
+    """Front to back per ray: transmittance = ∏(1 − α) of the earlier samples; visible when ≥ eps and α ≥ thre."""
+    vis, trans = [], {}
+    for a, r in zip(alphas.tolist(), ray_of.tolist()):
+        t = trans.get(r, 1.0)
+        vis.append(t >= eps and (thre <= 0 or a >= thre))
+        trans[r] = t * (1 - a)
+    return vis
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_visible_in_chunks_matches_front_to_back_transmittance(dtype):
+    """Rays of 40, 16, 15, 1 and 0 occupied samples (chunks of 16), one turning opaque in its second
+    chunk, one whose transmittance lands exactly on early_stop_eps, alphas exactly on alpha_thre."""
+    n_steps = 48
+    keep = torch.zeros(6, n_steps, dtype=torch.bool)
+    keep[0, 2:42] = True  # 40 transparent samples
+    keep[1, :16] = True
+    keep[2, 5:20] = True
+    keep[3, 30] = True
+    keep[5, :40] = True  # opaque at its 20th sample
+    t0 = torch.arange(n_steps, dtype=dtype).expand(6, n_steps) * 0.1
+    t1 = t0 + 0.1
+    alpha_of = torch.full((6, n_steps), 0.01, dtype=dtype)
+    alpha_of[1, 0] = 0.5  # transmittance exactly 0.5 behind it
+    alpha_of[2, 5::2] = 0.25  # exactly the threshold of the second case
+    alpha_of[5, 21] = 0.999
+    alpha_of[5, 30] = 0.6  # above alpha_thre but hidden behind the opaque sample
+    ray_of = torch.arange(6)[:, None].expand_as(keep)[keep]
+
+    def alpha_fn(s0, s1, r):
+        assert s0.dtype == dtype and torch.all(r[1:] >= r[:-1])  # packed by ray
+        return alpha_of[r, (s0 / 0.1).round().long()]
+
+    for eps, thre in [(0.5, 0.0), (1e-3, 0.25), (0.2, 0.0)]:
+        vis = B._visible_in_chunks(keep, t0, t1, alpha_fn, eps, thre)
+        ref = _reference_visibility(alpha_of[keep], ray_of, eps, thre)
+        assert vis[keep].tolist() == ref, (eps, thre)
+        assert not vis[~keep].any()
+    assert sum(ref) > 40  # most samples are visible in the last case

@@ -169,3 +169,183 @@ def test_mesh_sdf_grid_of_an_open_sphere():
     assert (grid[exact < -0.15] < 0).all() and (grid[(exact > 0.05) & away] > 0).all()
     near = (np.abs(exact) < 0.2) & away
     assert np.abs(grid[near] - exact[near]).max() < 0.04  # distances to the samples in the band (faceted sphere)
+
+
+# -- added for the mutation run (scripts/mutation.sh sampling): each pins a documented contract ------
+
+def test_fit_scene_box_is_the_bounding_box_of_the_hull_cells(views, caplog):
+    """The box: the 64³ hull cells' bounds over the ball every camera sees whole, around the axes'
+    meeting point, ∪ the prior's per-axis bounds, half of its longest side × margin."""
+    radius = 0.5 * np.tan(np.radians(20))  # every camera 0.5 m from CENTRE, 20° half-angle
+    lo, hi = CENTRE - radius, CENTRE + radius
+    hull = visual_hull(views, lo, hi, 64, dilate_px=2)
+    idx = np.argwhere(hull)
+    cell = (hi - lo) / 64
+    b_lo, b_hi = lo + idx.min(0) * cell, lo + (idx.max(0) + 1) * cell
+    with caplog.at_level(logging.INFO, logger="recon.sampling"):
+        box = fit_scene_box(views, margin=1.3)
+    np.testing.assert_allclose(box.centre, (b_lo + b_hi) / 2, atol=1e-6)
+    assert box.scale == pytest.approx((b_hi - b_lo).max() / 2 * 1.3, rel=1e-6)
+    assert caplog.records[-1].getMessage() == f"scene box: centre {np.round(box.centre, 4)}, half-size {box.scale:.4f}"
+    # a prior reaching far along -x only: only x grows (per-axis bounds, not the global minimum)
+    prior = np.array([[CENTRE[0] - 0.5, CENTRE[1], CENTRE[2]], [CENTRE[0], CENTRE[1] + 0.01, CENTRE[2] + 0.01]])
+    wide = fit_scene_box(views, prior_vertices=prior, margin=1.0)
+    lo2 = np.minimum(b_lo, prior.min(0))
+    np.testing.assert_allclose(wide.centre, (lo2 + b_hi) / 2, atol=1e-6)
+    assert wide.scale == pytest.approx((b_hi[0] - lo2[0]) / 2, rel=1e-6)
+
+
+def test_fit_scene_box_common_view_of_oblong_and_wide_cameras(caplog):
+    """Empty hull → the largest ball around the meeting point that every camera sees entirely:
+    distance × the narrower half-angle's tangent, capped at 95 % of the nearest camera's distance."""
+    def cams(w, h, fx, fy):
+        out = []
+        for k in range(4):
+            az = 2 * np.pi * k / 4
+            eye = CENTRE + 0.5 * np.array([np.sin(az), -np.cos(az), 0.3 * (k % 2)]) / np.linalg.norm([1, 0.3 * (k % 2)])
+            out.append(Camera(look_at(eye, CENTRE), fx, fy, w / 2, h / 2, w, h))
+        return tuple(out)
+
+    def empty(cameras):
+        w, h = cameras[0].w, cameras[0].h
+        return ViewSet(np.zeros((4, h, w, 3), np.float32), np.zeros((4, h, w), np.float32), cameras,
+                       tuple(Path(f"v{k}.png") for k in range(4)))
+
+    with caplog.at_level(logging.WARNING, logger="recon.sampling"):
+        narrow = fit_scene_box(empty(cams(32, 20, 30.0, 36.0)), margin=1.0)  # h/2/fy = 0.278 < w/2/fx = 0.533
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "the visual hull is empty; using the cameras' common view"]
+    np.testing.assert_allclose(narrow.centre, CENTRE, atol=1e-9)
+    assert narrow.scale == pytest.approx(0.5 * 10 / 36.0, rel=1e-9)
+    tall = fit_scene_box(empty(cams(20, 32, 36.0, 30.0)), margin=1.0)  # w/2/fx = 0.278 < h/2/fy
+    assert tall.scale == pytest.approx(0.5 * 10 / 36.0, rel=1e-9)
+    wide = fit_scene_box(empty(cams(24, 24, 4.0, 4.0)), margin=1.0)  # 143° field of view: the cap
+    assert wide.scale == pytest.approx(0.95 * 0.5, rel=1e-9)
+
+
+def test_visual_hull_cell_by_cell_against_projection():
+    """Cell [ix, iy, iz] (centre lo + (i + ½)·cell) is kept iff it projects into the (4-neighbour
+    dilated) mask, the mask being > 0.5, or outside the image or behind the camera; checked cell by
+    cell on an oblong box (axes not interchangeable) and a mask with 0.5-valued and edge pixels."""
+    cam = _camera(CENTRE + [0.02, -0.5, 0.05], size=16)
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:11, 3:9] = 1.0
+    mask[12, 2:14] = 0.5  # exactly one half: not in the mask
+    mask[0, 5] = mask[7, 0] = 1.0  # on the first row / column
+    views = ViewSet(np.zeros((1, 16, 16, 3), np.float32), mask[None], (cam,), (Path("v.png"),))
+    lo, hi = CENTRE - [0.25, 0.1, 0.18], CENTRE + [0.15, 0.2, 0.3]
+    res = (9, 7, 8)
+    for dilate in (0, 1):
+        inside = mask > 0.5
+        m = inside.copy()
+        if dilate:
+            m[1:] |= inside[:-1]
+            m[:-1] |= inside[1:]
+            m[:, 1:] |= inside[:, :-1]
+            m[:, :-1] |= inside[:, 1:]
+        for n in res:
+            hull = visual_hull(views, lo, hi, n, dilate_px=dilate)
+            assert hull.shape == (n, n, n)
+            for ix, iy, iz in np.ndindex(n, n, n):
+                p = lo + (np.array([ix, iy, iz]) + 0.5) * (hi - lo) / n
+                uv, depth = cam.project(p[None])
+                u, v = int(np.floor(uv[0, 0])), int(np.floor(uv[0, 1]))
+                seen = depth[0] > 0 and 0 <= u < 16 and 0 <= v < 16
+                assert hull[ix, iy, iz] == (not seen or bool(m[v, u])), (dilate, n, ix, iy, iz)
+        assert 0 < hull.sum() < hull.size  # both kinds of cell occur
+
+
+def test_make_estimator_band_edges_log_and_box():
+    """Occupied where −band[0] < sdf < band[1] strictly; the estimator spans [-1, 1]³, one level."""
+    views = _ball_views(4)
+    box = SceneBox(CENTRE, 2 * R)
+    est = make_estimator(views, box, lambda x: torch.where(x[:, 0] > 0, 0.25, -0.125), 8, (0.125, 0.25), "cpu")
+    assert torch.equal(est.aabbs, torch.tensor([[-1.0, -1, -1, 1, 1, 1]])) and est.levels == 1
+    assert bool((est.occs[est.occs >= 0] == 0).all()) and bool((est.occs == 0).any())  # the edges are outside
+    inner = make_estimator(views, box, lambda x: torch.where(x[:, 0] > 0, 0.2499, -0.1249), 8, (0.125, 0.25), "cpu")
+    assert torch.equal(inner.occs >= 0, est.occs >= 0) and bool((inner.occs[inner.occs >= 0] == 1).all())
+    full = full_estimator(3, "cpu")
+    assert torch.equal(full.aabbs, torch.tensor([[-1.0, -1, -1, 1, 1, 1]])) and full.levels == 1
+
+
+def test_make_estimator_logs_its_counts(views, caplog):
+    box = SceneBox(CENTRE, 2 * R)
+    with caplog.at_level(logging.INFO, logger="recon.sampling"):
+        est = make_estimator(views, box, lambda x: x.norm(dim=-1) - 0.5, 8, (0.1, 0.2), "cpu")
+    n_hull, n_occ = int((est.occs >= 0).sum()), int((est.occs > 0).sum())
+    assert 0 < n_occ < n_hull < 512
+    assert caplog.records[-1].getMessage() == f"occupancy grid 8³: {n_hull} cells in the visual hull, {n_occ} occupied"
+
+
+def test_hull_sdf_grid_steps_one_cell_per_corner(views):
+    """Corners are 2 / (res − 1) apart; the distance changes by at most one corner spacing between
+    neighbours (1-Lipschitz), by exactly one across the surface (−½ inside, +½ outside) and
+    somewhere along each axis."""
+    box = SceneBox(CENTRE, 2 * R)
+    grid = hull_sdf_grid(views, box, res=25).astype(np.float64)
+    h = 2 / 24
+    for axis in range(3):
+        d = np.abs(np.diff(grid, axis=axis))
+        assert d.max() == pytest.approx(h, rel=1e-5)
+        a, b = np.moveaxis(grid, axis, 0)[:-1], np.moveaxis(grid, axis, 0)[1:]
+        crossing = (a < 0) != (b < 0)
+        assert crossing.any()
+        np.testing.assert_allclose(np.minimum(np.abs(a), np.abs(b))[crossing], h / 2, rtol=1e-5)
+
+
+def test_mesh_sdf_grid_weights_samples_by_area_and_is_seeded():
+    """A coarse big sphere beside a tiny, finely meshed one: the samples follow area, so the big
+    sphere's band is accurate; the same seed gives the same grid."""
+    import trimesh
+
+    big = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
+    tiny = trimesh.creation.icosphere(subdivisions=4, radius=0.01)
+    tiny.apply_translation([0.42, 0.0, 0.0])
+    mesh = trimesh.util.concatenate([big, tiny])
+    box = SceneBox(np.zeros(3), 0.5)
+    grid = mesh_sdf_grid(np.asarray(mesh.vertices), np.asarray(mesh.faces), box, res=17, n_samples=4_000, seed=3)
+    a = np.linspace(-1, 1, 17)
+    pts = np.stack(np.meshgrid(a, a, a, indexing="ij"), -1)
+    exact = np.linalg.norm(pts, axis=-1) - 0.6  # the big sphere, in units (faceting: < 0.01)
+    near = (np.abs(exact) < 0.15) & (pts[..., 0] < 0.6)
+    assert np.abs(grid[near] - exact[near]).max() < 0.04
+    again = mesh_sdf_grid(np.asarray(mesh.vertices), np.asarray(mesh.faces), box, res=17, n_samples=4_000, seed=3)
+    assert np.array_equal(grid, again)
+
+
+def test_mesh_sdf_grid_of_a_mesh_leaving_the_box():
+    """Surface beyond the box (a prior larger than the hull) still gives finite distances."""
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=2, radius=0.6)
+    box = SceneBox(np.zeros(3), 0.5)  # the sphere (1.2 units) pokes out of [-1, 1]³
+    grid = mesh_sdf_grid(np.asarray(s.vertices), np.asarray(s.faces), box, res=11, n_samples=2_000)
+    assert np.isfinite(grid).all() and grid[5, 5, 5] == pytest.approx(-1.2, abs=0.1)
+
+
+def test_hull_sdf_grid_sign_is_the_hull_at_each_corner():
+    """Corner (i, j, k) of the grid (unit coordinates −1 + i·h) is inside iff it projects into every
+    view's mask dilated by one pixel (4-neighbours) or off that image, after the documented opening."""
+    from scipy import ndimage
+
+    views = _ball_views(4, size=16)
+    box = SceneBox(CENTRE + [0.01, 0.0, -0.01], 1.6 * R)
+    res = 13
+    grid = hull_sdf_grid(views, box, res=res)
+    a = np.linspace(-1, 1, res)
+    corners = box.to_world(np.stack(np.meshgrid(a, a, a, indexing="ij"), -1).reshape(-1, 3))
+    inside = np.ones(len(corners), bool)
+    for cam, mask in zip(views.cameras, views.masks):
+        m0 = mask > 0.5
+        m = m0.copy()
+        m[1:] |= m0[:-1]
+        m[:-1] |= m0[1:]
+        m[:, 1:] |= m0[:, :-1]
+        m[:, :-1] |= m0[:, 1:]
+        uv, depth = cam.project(corners)
+        u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+        seen = (depth > 0) & (u >= 0) & (v >= 0) & (u < cam.w) & (v < cam.h)
+        inside[seen] &= m[v[seen], u[seen]]
+    expected = ndimage.binary_opening(inside.reshape(res, res, res))
+    assert 0 < expected.sum() < expected.size
+    assert np.array_equal(grid < 0, expected)
