@@ -326,11 +326,13 @@ def _facing(camera, points, normals) -> np.ndarray:
 
 
 def _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config: ProjectionConfig):
-    """A further photo de-shaded onto the input view's albedo (``_skin.shading_from_reference``)."""
+    """A further photo de-shaded onto the input view's albedo (``_skin.shading_from_reference``),
+    fitted on the points where the input's shading was really taken out (``_fuse.deshaded_reference``)."""
     if not config.deshade:
         return crop
-    ids, _, albedo = reference
+    ids, raw_ref, albedo = reference
     use = _align._usable(camera, matte, v[ids], normals[ids], v, frags)
+    use = use[_fuse.deshaded_reference(raw_ref[use], albedo[use], _skin.MAX_GAIN)]  # fitted where truly de-shaded
     seen = sample_bilinear(crop, camera.project(v[ids][use])[0])
     n_px, covered = _skin.pixel_normals(v, faces, normals, frags)
     shade = _skin.shading_from_reference(n_px, covered, seen, normals[ids][use], albedo[use])
