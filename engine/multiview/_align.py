@@ -8,7 +8,7 @@ own (blurred) colours at those points' projections match them:
 7 camera parameters (an orbit about the head's centre in camera axes, a shift, a log focal
 scale), the colours compared after the best per-channel gain and a shading ratio linear in
 the normal (``_shading_residual``: the photos are lit differently, and with a gain alone a
-misregistration pays for the shading difference: at 52° the search stopped 35° short),
+misregistration pays for the shading difference: at 52° the refinement ended 13° off),
 robust least squares (soft L1) with the visibility fixed at the landmark pose. Bounded
 (±20°, ±6 cm, focal ×/÷ 1.35) and kept only when it lowers the robust cost. Before it, a
 coarse search over orbit angles about the head (``align_camera``): mediapipe under-states
@@ -214,10 +214,10 @@ def register_jointly(input_camera: Camera, input_image: np.ndarray, input_mask: 
     nuisance: its landmark camera is a few degrees off (mediapipe's pitch and focal), and a
     further photo registered to it alone inherits that error; with the input's correction
     free the further camera lands in the head's own frame (synthetic head, 45° side photo:
-    0.7° from the true camera, against 1.8° registered to the landmark camera). The input
+    0.8° from the true camera, against 1.8° registered to the landmark camera). The input
     view itself keeps its landmark camera, through which its landmarks fitted the shape
-    (moving it too measured lower on the side views: +2.1 against +2.9 dB).
-    info: {"moved_deg", "cost_before", "cost_after", "points", "used"}.
+    (moving it too measured lower on the side views in a prototype: +1.5 against +2.9 dB).
+    info: {"moved_deg", "input_moved_deg", "cost_before", "cost_after", "points", "used"}.
     """
     from recon.raster import rasterize
     from scipy.optimize import least_squares
