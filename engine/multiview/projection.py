@@ -242,7 +242,7 @@ def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, confi
     cols = _fill.hair_from_texels(cols, tex_c[full], tex_w[full], hairness, config.full_weight)
     if extras:  # further photos of the person: colours fused by view angle, exposure matched
         tex_c, tex_w, ver_c, ver_w = _fuse_extras(extras, (tex_c, tex_w, ver_c, ver_w), raw, geo, v, faces,
-                                                  normals, camera, cols, frame, config, ctx)
+                                                  normals, camera, cols, frame, config, ctx, matte)
     ctx.progress(2, 6, "filling the unseen side")
     # The unseen head: hair on the scalp / skin (per texel, so the hair keeps fine streaks),
     # plus a smooth correction on the mesh that meets the photo's colours without a seam.
@@ -263,7 +263,7 @@ def _texture(crop, alpha, camera, v, faces, normals, uvs, faces_split, lm, confi
     return _Texture(texture8, seen, cols, tone)
 
 
-def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig, reference=None):
+def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig, reference=None, input_view=None):
     """(tex_c, tex_w, ver_c, ver_w) of one further photo (``multiphoto.ExtraView``): direct
     projection only (the mirror is the input view's), shading taken out, clothing, ears
     hidden by hair and the grazing underside of the chin gated as for the input view."""
@@ -275,6 +275,10 @@ def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig
     if reference is not None and config.align:  # on the photos as taken: de-shading needs the pose
         ids, ref_c, _ = reference
         camera, info = _align.align_camera(camera, crop, matte, v[ids], normals[ids], ref_c, v, faces)
+        if input_view is not None and input_view[2] is not None:  # then in the head's frame, not the input camera's
+            camera, joint = _align.register_jointly(input_view[0], input_view[1], input_view[2], camera, crop, matte,
+                                                    v, faces, normals)
+            info["used"] |= joint["used"]
         if info["used"]:
             frags = rasterize(v, faces, camera)
     crop = _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config) if reference is not None \
@@ -291,7 +295,7 @@ def _observe(view, geo, v, faces, normals, cols, frame, config: ProjectionConfig
 
 
 def _fuse_extras(extras, first, raw, geo, v, faces, normals, camera, cols, frame, config: ProjectionConfig,
-                 ctx: RunContext):
+                 ctx: RunContext, matte=None):
     """The input view's (tex_c, tex_w, ver_c, ver_w) fused with every further photo's (``_fuse``)."""
     tex = ([first[0]], [first[1]])
     ver = ([first[2]], [first[3]])
@@ -300,7 +304,8 @@ def _fuse_extras(extras, first, raw, geo, v, faces, normals, camera, cols, frame
     ref = sample_bilinear(raw, camera.project(v[ids])[0])  # the input photo as taken (not de-shaded)
     for i, view in enumerate(extras):
         ctx.check_cancelled()
-        tc, tw, vc, vw = _observe(view, geo, v, faces, normals, cols, frame, config, (ids, ref, first[2][ids]))
+        tc, tw, vc, vw = _observe(view, geo, v, faces, normals, cols, frame, config, (ids, ref, first[2][ids]),
+                                  (camera, raw, matte))
         # exposure matched where the input view itself (not its mirror fill) sees the head
         direct = np.zeros(len(v), np.float32)
         direct[ids] = first[3][ids]
@@ -326,11 +331,13 @@ def _facing(camera, points, normals) -> np.ndarray:
 
 
 def _deshade_like(crop, matte, reference, v, faces, normals, camera, frags, config: ProjectionConfig):
-    """A further photo de-shaded onto the input view's albedo (``_skin.shading_from_reference``)."""
+    """A further photo de-shaded onto the input view's albedo (``_skin.shading_from_reference``),
+    fitted on the points where the input's shading was really taken out (``_fuse.deshaded_reference``)."""
     if not config.deshade:
         return crop
-    ids, _, albedo = reference
+    ids, raw_ref, albedo = reference
     use = _align._usable(camera, matte, v[ids], normals[ids], v, frags)
+    use = use[_fuse.deshaded_reference(raw_ref[use], albedo[use], _skin.MAX_GAIN)]  # fitted where truly de-shaded
     seen = sample_bilinear(crop, camera.project(v[ids][use])[0])
     n_px, covered = _skin.pixel_normals(v, faces, normals, frags)
     shade = _skin.shading_from_reference(n_px, covered, seen, normals[ids][use], albedo[use])

@@ -36,6 +36,27 @@ def test_exposure_gain_matches_a_darker_photo():
     assert np.allclose(_fuse.exposure_gain(ref, np.zeros(500), ref, np.ones(500)), 1)  # nothing shared
 
 
+def test_deshading_reference_leaves_out_pixels_kept_as_taken_and_clipped():
+    rng = np.random.default_rng(1)
+    albedo = rng.uniform(0.3, 0.8, (600, 3))
+    factor = np.r_[np.full(200, 1.0), np.full(100, 1 / 1.4), rng.uniform(0.75, 0.95, 300)]
+    raw = albedo * factor[:, None]
+    ok = _fuse.deshaded_reference(raw, albedo, 1.4)
+    assert not ok[:300].any() and ok[300:].all()
+    assert _fuse.deshaded_reference(raw[:400], albedo[:400], 1.4).all()  # too few left: all are used
+
+
+def test_shading_residual_takes_out_a_gain_and_a_linear_shading_only():
+    rng = np.random.default_rng(2)
+    n = rng.normal(size=(400, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    a = rng.uniform(0.2, 0.8, (400, 3))
+    b = a / (np.array([0.9, 1.0, 1.1]) + (n @ np.array([0.2, -0.1, 0.15]))[:, None])  # lit otherwise
+    assert np.abs(_align._shading_residual(a, b, n)).max() < 1e-9
+    shifted = np.roll(b, 1, axis=0)  # the same photo misregistered: not explained away
+    assert np.sqrt(np.mean(_align._shading_residual(a, shifted, n) ** 2)) > 0.05
+
+
 def test_orbit_about_the_head_is_a_turn_of_the_camera_around_it():
     from recon.cameras import orbit_camera
 
@@ -94,11 +115,11 @@ def marked_truth(tmp_path_factory):
 def test_a_side_photo_improves_the_side_views(marked_truth, tmp_path):
     """Front + 45° photo vs the front alone: side views (30–105°) closer to the true renders.
 
-    Measured here: +1.84 dB (20.94 → 22.78 dB on the head's pixels) since the refinement
-    orbits the camera about the head (it lands within 1° of the true 45° turn); with the side
-    photo's true camera it is +3.0 dB (23.99 dB); the issue's target is +3 dB (not met: see
-    README). Dropping the side photo gives +0, and a misregistered one
-    (the landmark camera alone, 17° short of the turn) lowers it."""
+    Measured here: +3.12 dB (20.86 → 23.98 dB on the head's pixels), the issue's target:
+    the side photo's light is fitted only where the input view's albedo is truly de-shaded
+    (+1.87 → +2.16 dB) and its camera is registered with a shading-aware cost, jointly with
+    the input view's (→ +3.12 dB; see README). Dropping the side photo gives +0, and a
+    misregistered one (the landmark camera alone, 15° short of the turn) lowers it."""
     t = marked_truth
     front, side = syn.photo(t, 0), syn.photo(t, 45)
     azimuths = (30, 45, 60, 75, 90, 105)
@@ -106,5 +127,5 @@ def test_a_side_photo_improves_the_side_views(marked_truth, tmp_path):
     h2, r2, extras = syn.run_photos([front, side], tmp_path / "two")
     assert len(extras) == 1
     one, two = syn.view_psnr(h1, r1, t, azimuths), syn.view_psnr(h2, r2, t, azimuths)
-    assert two >= one + 1.5, (one, two)
+    assert two >= one + 3.0, (one, two)
     assert syn.view_psnr(h2, r2, t, (0,)) >= syn.view_psnr(h1, r1, t, (0,)) - 0.5  # the front stays
