@@ -1,10 +1,15 @@
 """recon.neus at toy sizes: rendering against a per-ray loop written from NeuS's formulas, the
 occupancy opacity, the level schedule, the eikonal term, and the training loop's contract
 (progress, cancel, divergence, determinism, which parameters each learning rate moves, the
-loss it reports)."""
+loss it reports, the samples per ray and the time it reports and logs, the check of the
+parameters after the last step), the stratified jitter and the edge layout of one or two
+intervals."""
 from __future__ import annotations
 
+import logging
 import math
+import re
+import time
 
 import pytest
 import torch
@@ -13,7 +18,7 @@ import torch.nn.functional as F
 from recon._nerfacc_backend import select_ops
 from recon.errors import ReconCancelled, ReconError
 from recon.fields import FieldConfig, NeuSField
-from recon.neus import NeuSConfig, _active_levels, _eikonal, occupancy_fn, render_rays, train
+from recon.neus import NeuSConfig, _active_levels, _edge_layout, _eikonal, occupancy_fn, render_rays, train
 from recon.sampling import full_estimator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -273,3 +278,106 @@ def test_cancel_divergence_and_occupancy_updates():
         c = cfg if kw else NeuSConfig(steps=2, **(TRAIN | {"occ_update_every": 3}))
         train(_field(), est, OPS, rays, c, seed=0, **kw)
         assert bool((est.occs == 1).all())
+
+
+def _hand_sample_count(o, d, jitter, step):
+    """Intervals of ``step`` from each ray's jittered entry into [-1, 1]³ that end before its exit
+    (slab method; every cell occupied)."""
+    with torch.no_grad():
+        lo, hi = (-1 - o) / d, (1 - o) / d
+        t_in = torch.minimum(lo, hi).max(-1).values.clamp(min=0).double()
+        t_out = torch.maximum(lo, hi).min(-1).values.double()
+    count = 0
+    for a, b, j in zip(t_in.tolist(), t_out.tolist(), jitter.tolist()):
+        if b > a:
+            count += max(0, math.floor((b - (a + j * step)) / step + 1e-9))
+    return count
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_train_samples_per_ray_seconds_and_log_line(batch, caplog):
+    """One step: samples/ray is the number of intervals of the drawn rays, counted by hand from the
+    same jitter draws, over the rays of the run; train_seconds lies within the call's wall time; the
+    INFO line shows the steps, those figures, the loss and s."""
+    rays = _toy_rays()
+    cfg = NeuSConfig(steps=1, early_stop_eps=0.0, **(TRAIN | {"batch_rays": batch}))
+    field, est = _field(), full_estimator(8, "cpu")
+    torch.manual_seed(7)
+    with caplog.at_level(logging.INFO, logger="recon.neus"):
+        t = time.perf_counter()
+        stats = train(field, est, OPS, rays, cfg, seed=3)
+        wall = time.perf_counter() - t
+    idx = torch.randint(len(rays[0]), (batch,), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(7)
+    jitter = torch.rand(batch)  # the sampler's draw: one start offset per ray, in steps
+    count = _hand_sample_count(rays[0][idx], rays[1][idx], jitter, 0.05)
+    assert count > 0
+    assert stats["samples_per_ray"] == pytest.approx(count / batch, rel=1e-9)
+    assert 0 <= stats["train_seconds"] <= wall
+    records = [r for r in caplog.records if r.name == "recon.neus"]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    m = re.fullmatch(r"NeuS: (\d+) steps in (\d+\.\d) s, (\d+\.\d) samples/ray, loss (\d+\.\d{4}), s=(\d+)",
+                     records[0].getMessage())
+    assert m, records[0].getMessage()
+    assert int(m[1]) == 1
+    assert 0 <= float(m[2]) <= wall + 0.05
+    assert float(m[3]) == pytest.approx(count / batch, abs=0.05)
+    assert float(m[4]) == pytest.approx(stats["final_loss"], abs=5e-5) and 0 < float(m[4]) < 10
+    assert int(m[5]) == round(float(field.inv_s.detach()))
+
+
+def test_train_rejects_non_finite_parameters_after_the_last_step():
+    """An infinite learning rate: the one step's loss is finite, the parameters it leaves are not."""
+    field = _field()
+    with pytest.raises(ReconError, match=r"^NeuS optimisation produced non-finite parameters$"):
+        train(field, full_estimator(8, "cpu"), OPS, _toy_rays(), NeuSConfig(steps=1, lr=float("inf"), **TRAIN),
+              seed=0)
+    assert not all(bool(torch.isfinite(p).all()) for p in field.parameters())
+
+
+def _first_offsets(out, o, d, t_entry):
+    """Each ray's first rendered edge (the edge points on its line, nearest its origin), as t − t_entry."""
+    offsets = []
+    for r in range(len(o)):
+        t = (out.edge_points - o[r]) @ d[r]
+        off_line = (out.edge_points - o[r] - t[:, None] * d[r]).norm(dim=-1)
+        offsets.append(float(t[off_line < 1e-4].min()) - t_entry[r])
+    return torch.tensor(offsets)
+
+
+def test_stratified_rendering_jitters_each_rays_start_within_one_step():
+    field, est = _field(), full_estimator(8, "cpu")
+    o, d = _rays()
+    t_entry = [2.0, 2.0 / float(d[1, 1]), 2.0, 2.0]  # through y = -1 (rays 0-2) and x = -1 (ray 3)
+    step = 0.05
+
+    def offsets(stratified, seed):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = render_rays(field, est, OPS, o, d, step, torch.zeros(3), stratified=stratified)
+        return _first_offsets(out, o, d, t_entry)
+
+    grid = offsets(False, 0)
+    assert grid.abs().max() < 1e-5  # unjittered: every ray starts at its entry
+    a, b = offsets(True, 0), offsets(True, 1)
+    for jit in (a, b):
+        assert bool(((jit >= -1e-5) & (jit < step)).all())  # within one step past the entry
+        assert jit.max() > 1e-3 and len(set(jit.tolist())) == len(o)  # off the grid, one draw per ray
+    assert (a - b).abs().max() > 1e-3  # another draw, other positions
+    assert torch.equal(a, offsets(True, 0))
+
+
+@pytest.mark.parametrize("ri, t0, runs", [
+    ([0, 0], [0.2, 0.3], 1),  # two contiguous intervals share their middle edge
+    ([0, 1], [0.2, 0.3], 2),  # two rays
+    ([0, 0], [0.2, 0.5], 2),  # a gap on one ray
+    ([3], [0.2], 1),
+])
+def test_edge_layout_of_one_and_two_intervals(ri, t0, runs):
+    ri, t0 = torch.tensor(ri), torch.tensor(t0)
+    t1 = t0 + 0.1
+    start, end, edge_t, edge_ray = _edge_layout(ri, t0, t1, 0.1)
+    assert len(edge_t) == len(t0) + runs
+    assert torch.allclose(edge_t[start], t0) and torch.allclose(edge_t[end], t1)
+    assert torch.equal(edge_ray[start], ri) and torch.equal(edge_ray[end], ri)
+    assert (len(t0) == 2 and runs == 1) == (len(t0) == 2 and int(end[0]) == int(start[1]))
