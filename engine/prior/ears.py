@@ -63,8 +63,9 @@ class EarsConfig:
     max_offset_px: float = 6.0
     """Largest width error of the fitted head (matte edge − head edge at the cheeks below the
     ear) that is corrected; beyond it the head's side is too uncertain to read an ear from."""
-    max_shift_px: float = 6.0
-    """The ear's height is searched this far up and down (the landmarks do not fix it)."""
+    max_shift_px: float = 12.0
+    """The ear's height is searched this far up and down: the landmarks fix the head's pitch
+    poorly, and the ears, ~8 cm behind the face, move ~7 mm per 5° of pitch."""
     scale_cost: float = 0.3
     """Cost (px RMS) of scaling the ear by 1.25 (or 0.8): width alone barely tells the size."""
     max_rms_px: float = 4.0
@@ -181,11 +182,12 @@ def _excess(crop: np.ndarray, rows: np.ndarray, base: np.ndarray, outward: float
             band: int) -> tuple[np.ndarray, list]:
     """Per row bin, how far (px, sub-pixel from the soft matte, may be negative) the matte's
     contiguous run reaches beyond the ear-less head's edge ``base``; NaN where unusable.
-    Also the RGB of the solid matte pixels beyond the edge (list of [n, 3])."""
+    Also the RGB of the solid matte pixels beyond the edge and of the 3 px just inside it
+    (lists of [n, 3])."""
     size = crop.shape[0]
     centres = 0.5 * (rows[:-1] + rows[1:])
     meas = np.full(len(centres), np.nan)
-    beyond = []
+    beyond, rim = [], []
     margin = band // 2
     for i, (yc, b) in enumerate(zip(centres, base)):
         y = int(yc)
@@ -203,11 +205,12 @@ def _excess(crop: np.ndarray, rows: np.ndarray, base: np.ndarray, outward: float
         if n >= len(run):
             continue  # runs on (hair, shoulder, a hand): no extent in this row
         meas[i] = c0 + float(alpha[c0:c0 + n].sum()) - edge
-        out = np.arange(int(math.floor(edge)) - 3, c0 + n)  # from just inside the head's edge
+        out = np.arange(int(math.ceil(edge)), c0 + n)
+        rim.append(rgb[np.arange(int(math.floor(edge)) - 3, int(math.floor(edge)))])
         out = out[alpha[out] > 0.5]
         if len(out):
             beyond.append(rgb[out])
-    return meas, beyond
+    return meas, beyond, rim
 
 
 def _head_angles(camera) -> tuple[float, float]:
@@ -275,10 +278,10 @@ def fit_ears(crop: np.ndarray, landmarks: np.ndarray, vertices: np.ndarray, face
         ear_uv, _ = camera.project(v[region])
         outward = 1.0 if ear_uv[:, 0].mean() > lm[1, 0] else -1.0  # which image side this ear is on
         base = _row_extent(uv[None, :, 0], uv[None, :, 1], rows, outward)[0]  # [R] outermost ear-less head
-        meas, beyond_px = _excess(crop, rows, base, outward, band)
+        meas, beyond_px, rim_px = _excess(crop, rows, base, outward, band)
         # the fitted head's own width error (the skull's side is not fitted by the landmarks):
         # the matte's edge against the ear-less head in the cheek rows below the ear
-        cal, _ = _excess(crop, cal_rows, _row_extent(uv[None, :, 0], uv[None, :, 1], cal_rows, outward)[0],
+        cal, _, _ = _excess(crop, cal_rows, _row_extent(uv[None, :, 0], uv[None, :, 1], cal_rows, outward)[0],
                          outward, band)
         if np.isfinite(cal).sum() < 3:
             rec["reason"] = "no cheek silhouette below the ear to calibrate the head's width"
@@ -299,10 +302,10 @@ def fit_ears(crop: np.ndarray, landmarks: np.ndarray, vertices: np.ndarray, face
         if excess < config.min_excess_px:
             rec["reason"] = "the matte hardly extends beyond the head"
             continue
-        if not beyond_px:
-            rec["reason"] = "no solid matte beyond the head"
-            continue
-        px = np.concatenate(beyond_px)
+        # the colour beside the head; a flat ear leaves few pixels there: add the head's rim
+        px = np.concatenate(beyond_px) if beyond_px else np.zeros((0, 3), np.uint8)
+        if len(px) < 1.5 * good.sum():
+            px = np.concatenate([px, *rim_px])
         skin = float(_is_skin(_lab(px), ref).mean())
         rec["skin_fraction"] = round(skin, 3)
         if skin <= config.skin_hidden:
