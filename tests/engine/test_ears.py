@@ -118,3 +118,14 @@ def test_bundled_portrait_keeps_the_template_ears(truth):
         assert rec[side]["status"] in ("hidden", "no_evidence"), rec
         assert rec[side]["protrusion_deg"] == pytest.approx(ears.TEMPLATE_DEG, abs=0.01)
         assert rec[side]["reason"]
+
+
+def test_flame_and_diverged_fits_are_skipped():
+    from types import SimpleNamespace
+
+    verts = np.zeros((4, 3), np.float32)
+    fit = SimpleNamespace(vertices=verts, diverged=False)
+    out, rec = prior.shape_ears(SimpleNamespace(name="flame"), fit, None)
+    assert out is verts and rec["status"] == "skipped" and "flame" in rec["reason"]
+    out, rec = prior.shape_ears(SimpleNamespace(name="template"), SimpleNamespace(vertices=verts, diverged=True), None)
+    assert out is verts and rec["status"] == "skipped" and "diverged" in rec["reason"]
