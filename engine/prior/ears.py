@@ -159,10 +159,16 @@ def _skin_reference(crop: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
 
 
 def _is_skin(lab: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """bool [N]: chroma within 14 of the cheeks', lightness from 35 darker to 15 lighter (shaded ears)."""
+    """bool [N]: like the cheeks' skin in CIE Lab: chroma within 14 and at least 40 % of the
+    cheeks' (black and grey hair are greyer), hue within 18° (blond hair is yellower),
+    lightness from 28 darker (ears are often shaded) to 15 lighter."""
     dab = np.hypot(lab[:, 1] - ref[1], lab[:, 2] - ref[2])
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    dhue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1]) - math.atan2(ref[2], ref[1]))
+    dhue = np.abs((dhue + 180.0) % 360.0 - 180.0)
     dl = lab[:, 0] - ref[0]
-    return (dab < 14.0) & (dl > -35.0) & (dl < 15.0)
+    return ((dab < 14.0) & (chroma >= 0.4 * math.hypot(ref[1], ref[2])) & (dhue < 18.0)
+            & (dl > -28.0) & (dl < 15.0))
 
 
 def _row_extent(u: np.ndarray, v: np.ndarray, rows: np.ndarray, outward: float) -> np.ndarray:

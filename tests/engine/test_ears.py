@@ -129,3 +129,15 @@ def test_flame_and_diverged_fits_are_skipped():
     assert out is verts and rec["status"] == "skipped" and "flame" in rec["reason"]
     out, rec = prior.shape_ears(SimpleNamespace(name="template"), SimpleNamespace(vertices=verts, diverged=True), None)
     assert out is verts and rec["status"] == "skipped" and "diverged" in rec["reason"]
+
+
+@pytest.mark.parametrize("tone", list(syn.SKIN_TONES))
+def test_skin_test_separates_ears_from_hair(tone):
+    skin = np.array(syn.SKIN_TONES[tone]) * 255
+    ref = ears._lab(skin[None])[0]
+    like = {"shaded ear": skin * 0.7, "redder ear": np.clip(skin * [1.05, 0.92, 0.9], 0, 255)}
+    unlike = {"blond": [214, 182, 120], "black": [25, 20, 20], "grey": [170, 170, 172], "auburn": [120, 50, 30]}
+    if tone in ("I", "III", "IV"):  # dark brown hair and dark skin share a colour (README: a limit)
+        unlike["dark brown"] = HAIR
+    assert ears._is_skin(ears._lab(np.array(list(like.values()), float)), ref).all()
+    assert not ears._is_skin(ears._lab(np.array(list(unlike.values()), float)), ref).any()
