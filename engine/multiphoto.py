@@ -110,13 +110,15 @@ def fit_prior(pres: list, run_dir: Path, config, ctx: RunContext, shared_express
                                                 if k in ("camera", "expr", "jaw", "residual_px", "diverged")}}
                         for (path, _), f in zip(pres, multi.fits)]
     params["shared_expression"] = shared_expression
-    (folder / "params.json").write_text(json.dumps(params, indent=1))
     faces = np.asarray(model.faces, dtype=np.int64)
     first = multi.fits[0]
-    write_glb(folder / "head.glb", first.vertices, faces)
+    # the ears are read from the input view's silhouette (when it is near-frontal)
+    vertices, params["ears"] = prior.shape_ears(model, first, pres[0][1])
+    (folder / "params.json").write_text(json.dumps(params, indent=1))
+    write_glb(folder / "head.glb", vertices, faces)
     layout = getattr(model, "uv_layout", None)
     uvs, faces_uv = layout() if layout is not None else (None, None)
-    head = prior.HeadPrior(first.vertices, faces, uvs, faces_uv, first.camera, model.name, params)
+    head = prior.HeadPrior(vertices, faces, uvs, faces_uv, first.camera, model.name, params)
     extras = []
     for (path, pre), f in zip(pres[1:], multi.fits[1:]):
         if f.diverged:

@@ -144,13 +144,27 @@ def run(pre: "Preprocessed", out_dir: Path, config: PriorConfig, ctx: RunContext
     folder = Path(out_dir) / "prior"
     folder.mkdir(parents=True, exist_ok=True)
     params = _params(fit, model)
-    (folder / "params.json").write_text(json.dumps(params, indent=1))
     faces = np.asarray(model.faces, dtype=np.int64)
-    write_glb(folder / "head.glb", fit.vertices, faces)
+    vertices, params["ears"] = shape_ears(model, fit, pre)
+    (folder / "params.json").write_text(json.dumps(params, indent=1))
+    write_glb(folder / "head.glb", vertices, faces)
     # a model with a fixed UV layout (the template) spares later stages an unwrap per run
     layout = getattr(model, "uv_layout", None)
     uvs, faces_uv = layout() if layout is not None else (None, None)
     ctx.progress(3, 3, "prior done")
     center = getattr(model, "center", None) if model.name == "flame" else None
     center = None if center is None else np.asarray(center.detach().cpu() if hasattr(center, "detach") else center, dtype=np.float64)
-    return HeadPrior(fit.vertices, faces, uvs, faces_uv, fit.camera, model.name, params, center)
+    return HeadPrior(vertices, faces, uvs, faces_uv, fit.camera, model.name, params, center)
+
+
+def shape_ears(model, fit, pre: "Preprocessed") -> tuple[np.ndarray, dict]:
+    """The fitted vertices with the ears shaped by the photo's silhouette (``ears.py``), and
+    the record for ``params.json["ears"]``. Template only: FLAME's ears are its own fit."""
+    if model.name != "template":
+        return fit.vertices, {"status": "skipped", "reason": f"{model.name}: its ears come with its shape space"}
+    if fit.diverged:
+        return fit.vertices, {"status": "skipped", "reason": "the landmark fit diverged"}
+    from .ears import fit_ears
+
+    return fit_ears(pre.crop, np.asarray(pre.landmarks_crop, np.float64), fit.vertices, model.faces,
+                    model.data.vertices, fit.camera)
