@@ -3,7 +3,8 @@
 Expected values: SyncDreamer's layout of the conditioned decoder layers written out by hand,
 ldm's sinusoidal time embedding computed here, and properties that hold for any weights
 (chunking changes nothing, a view's features depend on its own latent only, the fused volume
-is the sum of its parts).
+is the sum of its parts), and the mesh volume's two resamplings checked on linear fields, whose
+trilinear samples are known by hand.
 """
 from __future__ import annotations
 
@@ -181,3 +182,88 @@ def test_frustum_features_chunking_points_and_zero_volume():
     for k in ref:
         torch.testing.assert_close(none[k], zero[k])
         assert (none[k] - ref[k]).abs().max() > 1e-4
+
+
+def _linear_field(points: torch.Tensor) -> torch.Tensor:
+    """Channels that are linear in (x, y, z) [..., 3] → [..., 8]: trilinear sampling of such a
+    field reproduces it exactly wherever the sample lies inside the grid."""
+    x, y, z = points.unbind(-1)
+    one = torch.ones_like(x)
+    return torch.stack([x, y, z, x - 2 * y, 3 * z + y, 0.5 * one, x + y + z, one], -1)
+
+
+@torch.no_grad()
+def test_mesh_volume_samples_at_the_vertices_and_resamples_the_voxel_grid_at_the_volume_points():
+    """``mesh_volume``'s two resamplings, each against a hand-computed position.
+
+    1. The views' features are sampled at the mesh vertices: features that are linear in the world
+       position of the V³ grid must come back as that linear function of each vertex (any other
+       ``align_corners`` or grid scale puts the sample elsewhere), view by view.
+    2. The sparse net's dense output [1, C', D', H', W'] (replaced by its own cell indices via a
+       forward hook) is read back at the volume points: with the neuralbody voxelisation the origin
+       is 4 voxels below the vertices' minimum, the voxel grid is ``shape`` voxels and its /4 output
+       has D' cells, so a point p lands at index ((p − origin) / voxel) / shape · (D' − 1) per axis
+       (Morphable Diffusion's normalisation with ``align_corners=True``).
+    """
+    cm = _conditioner()
+    cfg, net = cm.config, cm.spatial_volume
+    n, c, v = 2, cfg.encoder_dim, cfg.volume_size
+    assert c == 8
+    g = torch.Generator().manual_seed(3)
+    # vertices inside the volume, each in its own voxel (≥ 2 voxels apart on a lattice), spread wider
+    # in x than in y and z so that the voxel grid is not a cube (64 × 32 × 32 voxels)
+    lattice = torch.stack(torch.meshgrid(*[torch.arange(4.0, dtype=torch.float64)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    spacing = torch.tensor([0.18, 0.05, 0.05], dtype=torch.float64)
+    verts = (lattice - 1.5) * spacing + torch.rand(lattice.shape, generator=g, dtype=torch.float64) * 0.01
+    verts = verts + torch.tensor([-0.005, -0.02, 0.01], dtype=torch.float64)
+    assert verts.abs().max() < cfg.volume_length
+    grid_world = geometry.volume_points(v, cfg.volume_length, dtype=torch.float64)  # [z, y, x] → (x, y, z)
+    field = _linear_field(grid_world).permute(3, 0, 1, 2)  # [C, V, V, V]
+    view_feats = torch.stack([field, 2 * field + 1])  # two views, each its own field
+
+    seen = {}
+    net.smpl_feature_extractor.register_forward_pre_hook(lambda m, args: seen.__setitem__("at_verts", args[0].clone()))
+    net.xyzc_net.register_forward_pre_hook(lambda m, args: seen.__setitem__("voxels", args[0]))
+
+    def dense_indices(module, args, out):  # the dense grid's own (x, y, z) cell index in channels 0-2
+        d, h, w = out.shape[2:]
+        zz, yy, xx = torch.meshgrid(*(torch.arange(k, dtype=out.dtype) for k in (d, h, w)), indexing="ij")
+        idx = torch.zeros_like(out)
+        idx[0, 0], idx[0, 1], idx[0, 2] = xx, yy, zz
+        seen["dense_shape"] = (d, h, w)
+        return idx
+
+    net.xyzc_net.register_forward_hook(dense_indices)
+    out = cm.mesh_volume(view_feats, verts)
+
+    # 1. the samples at the vertices: the linear function of each vertex, per view
+    lin = _linear_field(verts).T  # [C, P]
+    torch.testing.assert_close(seen["at_verts"], torch.stack([lin, 2 * lin + 1]), atol=1e-12, rtol=0)
+    # the fused per-vertex features reach the voxeliser, one voxel per vertex, each at its vertex's cell
+    voxels = seen["voxels"]
+    w0, b0 = net.smpl_feature_extractor.conv0.weight[:, :, 0], net.smpl_feature_extractor.conv0.bias
+    fused = ((w0 @ lin + b0[:, None]) + (w0 @ (2 * lin + 1) + b0[:, None])) / 2  # mean over the views, [C, P]
+    origin = verts.min(0).values - 4 * cfg.voxel_size
+    cell_zyx = torch.floor((verts - origin) / cfg.voxel_size).long().flip(-1)
+    assert voxels.coords.shape[0] == len(verts)
+    for p in range(len(verts)):
+        row = (voxels.coords[:, 1:] == cell_zyx[p]).all(1)
+        assert row.sum() == 1
+        torch.testing.assert_close(voxels.feats[row][0], fused[:, p], atol=1e-12, rtol=0)
+
+    # 2. the dense grid read back at the volume points
+    shape_xyz = torch.tensor(voxels.shape[::-1], dtype=torch.float64)
+    out_xyz = torch.tensor(seen["dense_shape"][::-1], dtype=torch.float64)
+    assert shape_xyz.tolist() == [64, 32, 32] and out_xyz.tolist() == [16, 8, 8]  # voxels (x, y, z), /4 by the net
+    expect = (grid_world - origin) / cfg.voxel_size / shape_xyz * (out_xyz - 1)  # [V, V, V, 3] cell index
+    inside = ((expect >= 0) & (expect <= out_xyz - 1)).all(-1)
+    assert out.shape[0] == 1 and out.shape[2:] == (v, v, v)
+    assert 20 < inside.sum() < v ** 3  # some volume points in the grid, some outside it
+    got = out[0, :3].permute(1, 2, 3, 0)  # [V, V, V, 3]
+    torch.testing.assert_close(got[inside], expect[inside], atol=1e-12, rtol=0)
+    assert not out[0, 3:].any()
+
+    # float32 features with float64 vertices: each grid is cast to its input's dtype, the same result
+    out32 = cm.float().mesh_volume(view_feats.float(), verts)
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), out, atol=1e-5, rtol=0)
