@@ -86,6 +86,38 @@ def test_depth_blocks_sit_at_their_resolution_level():
         assert (block.proj_in[0].in_channels, block.proj_context[0].in_channels) == (ch, d)
     assert isinstance(cm.joint_gates, torch.nn.Parameter) and cm.joint_gates.shape == (3,) and not cm.joint_gates.any()
     assert not hasattr(_conditioner(), "joint_gates")
+    # three levels at latent 32: the middle block at 32 / 4 = 8, frustum level 2
+    three = MultiViewConditioner(tiny_conditioner_config(unet_block_out_channels=(8, 16, 48), frustum_dims=(8, 16, 24, 32)), latent=32)
+    assert three.middle_conditions.proj_context[0].in_channels == 24
+
+
+@torch.no_grad()
+def test_identity_token_is_the_views_token_plus_the_projected_embedding():
+    """Context with the identity token: [view token, view token + W·e], W bias-free and zero at start."""
+    fresh = MultiViewConditioner(tiny_conditioner_config(identity_dim=16), latent=LATENT)
+    assert fresh.identity_projection.weight.shape == (32, 16) and not fresh.identity_projection.weight.any()
+    assert fresh.identity_projection.bias is None
+    cm = _conditioner(identity_dim=16)
+    proj = cm.identity_projection
+    g = torch.Generator().manual_seed(2)
+    clip = torch.randn(32, generator=g, dtype=torch.float64)
+    v = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    e = torch.randn(1, 16, generator=g)  # float32 [1, 16], as the face embedder gives it
+    base = cm.cc_projection(torch.cat([clip.expand(3, -1), v], -1))[:, None]  # the view's own token
+    with torch.no_grad():
+        proj.weight.zero_()
+    at_zero = cm.context(clip, v, e)
+    assert at_zero.shape == (3, 2, 32) and at_zero.dtype == torch.float64
+    torch.testing.assert_close(at_zero, torch.cat([base, base], 1), atol=1e-15, rtol=0)
+    with torch.no_grad():
+        proj.weight.normal_(0, 0.3, generator=g)
+    got = cm.context(clip, v, e)
+    shift = proj.weight @ e[0].double()
+    torch.testing.assert_close(got[:, 0], base[:, 0], atol=1e-15, rtol=0)
+    torch.testing.assert_close(got[:, 1], base[:, 0] + shift, atol=1e-6, rtol=0)
+    assert shift.abs().max() > 0.1
+    # no face: a zero embedding, the token duplicates the view's own
+    torch.testing.assert_close(cm.context(clip, v, None), torch.cat([base, base], 1), atol=1e-15, rtol=0)
 
 
 @torch.no_grad()
@@ -109,6 +141,9 @@ def test_context_is_the_projection_of_clip_and_view():
     g = torch.Generator().manual_seed(1)
     clip = torch.randn(32, generator=g, dtype=torch.float64)
     v = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():  # not the pass-through start (the identity there equals "no projection")
+        cm.cc_projection.weight.normal_(0, 0.2, generator=g)
+        cm.cc_projection.bias.normal_(0, 0.2, generator=g)
     ctx = cm.context(clip, v)
     assert ctx.shape == (3, 1, 32)
     w, b = cm.cc_projection.weight, cm.cc_projection.bias
