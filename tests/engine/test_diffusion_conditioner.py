@@ -227,20 +227,21 @@ def _linear_field(points: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y, z, x - 2 * y, 3 * z + y, 0.5 * one, x + y + z, one], -1)
 
 
+@pytest.mark.parametrize("rule", ["neuralbody", "morphable"])
 @torch.no_grad()
-def test_mesh_volume_samples_at_the_vertices_and_resamples_the_voxel_grid_at_the_volume_points():
+def test_mesh_volume_samples_at_the_vertices_and_resamples_the_voxel_grid_at_the_volume_points(rule):
     """``mesh_volume``'s two resamplings, each against a hand-computed position.
 
     1. The views' features are sampled at the mesh vertices: features that are linear in the world
        position of the V³ grid must come back as that linear function of each vertex (any other
        ``align_corners`` or grid scale puts the sample elsewhere), view by view.
     2. The sparse net's dense output [1, C', D', H', W'] (replaced by its own cell indices via a
-       forward hook) is read back at the volume points: with the neuralbody voxelisation the origin
-       is 4 voxels below the vertices' minimum, the voxel grid is ``shape`` voxels and its /4 output
-       has D' cells, so a point p lands at index ((p − origin) / voxel) / shape · (D' − 1) per axis
+       forward hook) is read back at the volume points: the origin is 4 voxels below the vertices'
+       minimum (neuralbody; morphable: at the minimum), the voxel grid is ``shape`` voxels and its /4
+       output has D' cells, so a point p lands at index ((p − origin) / voxel) / shape · (D' − 1) per axis
        (Morphable Diffusion's normalisation with ``align_corners=True``).
     """
-    cm = _conditioner()
+    cm = _conditioner(voxelisation=rule)
     cfg, net = cm.config, cm.spatial_volume
     n, c, v = 2, cfg.encoder_dim, cfg.volume_size
     assert c == 8
@@ -278,8 +279,14 @@ def test_mesh_volume_samples_at_the_vertices_and_resamples_the_voxel_grid_at_the
     voxels = seen["voxels"]
     w0, b0 = net.smpl_feature_extractor.conv0.weight[:, :, 0], net.smpl_feature_extractor.conv0.bias
     fused = ((w0 @ lin + b0[:, None]) + (w0 @ (2 * lin + 1) + b0[:, None])) / 2  # mean over the views, [C, P]
-    origin = verts.min(0).values - 4 * cfg.voxel_size
-    cell_zyx = torch.floor((verts - origin) / cfg.voxel_size).long().flip(-1)
+    if rule == "neuralbody":
+        origin = verts.min(0).values - 4 * cfg.voxel_size
+        cell_zyx = torch.floor((verts - origin) / cfg.voxel_size).long().flip(-1)
+        voxels_xyz, cells_xyz = [64, 32, 32], [16, 8, 8]  # span + 8 voxels, up to a multiple of 32
+    else:
+        origin = verts.min(0).values
+        cell_zyx = torch.round((verts - origin) / cfg.voxel_size).long().flip(-1)
+        voxels_xyz, cells_xyz = [32, 12, 12], [8, 3, 3]  # (ceil(span / voxel) | 3) + 1
     assert voxels.coords.shape[0] == len(verts)
     for p in range(len(verts)):
         row = (voxels.coords[:, 1:] == cell_zyx[p]).all(1)
@@ -289,7 +296,7 @@ def test_mesh_volume_samples_at_the_vertices_and_resamples_the_voxel_grid_at_the
     # 2. the dense grid read back at the volume points
     shape_xyz = torch.tensor(voxels.shape[::-1], dtype=torch.float64)
     out_xyz = torch.tensor(seen["dense_shape"][::-1], dtype=torch.float64)
-    assert shape_xyz.tolist() == [64, 32, 32] and out_xyz.tolist() == [16, 8, 8]  # voxels (x, y, z), /4 by the net
+    assert shape_xyz.tolist() == voxels_xyz and out_xyz.tolist() == cells_xyz  # (x, y, z), /4 by the net
     expect = (grid_world - origin) / cfg.voxel_size / shape_xyz * (out_xyz - 1)  # [V, V, V, 3] cell index
     inside = ((expect >= 0) & (expect <= out_xyz - 1)).all(-1)
     assert out.shape[0] == 1 and out.shape[2:] == (v, v, v)
