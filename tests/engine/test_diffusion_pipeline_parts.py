@@ -208,3 +208,46 @@ def test_construction_defaults_gates_and_frozen_modules(pipe):
     assert {g for g, _ in gated.processor.gates.values()} == {gated.conditioner.joint_gates}
     with pytest.raises(ValueError, match="joint-attention gates"):
         tiny_pipeline(joint_gate_layers=n + 1)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("causal", [False, True])
+def test_references_are_clean_views_after_the_input_view(causal):
+    """A further photo (multi_reference): one more view after the input view, with its own camera
+    (resized to the model's size), its view embedding relative to the input camera, its own clean
+    VAE-mode latent in the sample, t = 0, and (causal_reference) the input and reference views
+    attending only to each other: ε of the targets is unet_forward on exactly that stack."""
+    p = tiny_pipeline(causal_reference=causal)
+    crop, cam, verts, _ = tiny_inputs()
+    cams = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)
+    rgb = p.preprocess(crop)
+    other = p.preprocess(np.ascontiguousarray(crop[:, ::-1]))  # another photo: the crop mirrored
+    ref_cam = gen3dface(TINY_VIEWS).cameras(2 * TINY_SIZE)[1]
+    cond = p.prepare_conditions(rgb, cam, verts, cams, None, references=[(other, ref_cam)])
+    cfg, cm, n = p.conditioner.config, p.conditioner, TINY_VIEWS
+    s = n + 2
+    views = list(cams) + [cam.resized(TINY_SIZE, TINY_SIZE), ref_cam.resized(TINY_SIZE, TINY_SIZE)]
+    c2w, intr = geometry.camera_tensors(views)
+    assert cond.n_targets == n and cond.c2w.shape == (s, 4, 4)
+    torch.testing.assert_close(cond.c2w, c2w)
+    torch.testing.assert_close(cond.intr, intr)
+    rel = geometry.view_embedding(views[-1:], views[-2], cfg.elevation_sign, cfg.azimuth_sign)
+    torch.testing.assert_close(cond.v_embed[-1:], rel.to(cond.v_embed.dtype))
+    clip_embed, latent = p.encode_input(rgb, None, "mode")
+    ref_latent = p.encode_input(other, clip_embed, "mode")[1]
+    assert (ref_latent - latent).abs().max() > 0.1  # the reference's latent is its own
+    torch.testing.assert_close(cond.references, ref_latent)
+    torch.testing.assert_close(cond.context, cm.context(clip_embed, cond.v_embed))
+    latents = torch.randn(n, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t_views = torch.tensor([500] * n + [0, 0])
+    t_emb = cm.embed_time(t_views)
+    volume = cm.build_volume(latents, t_emb[:1], cond.v_embed[:n], cond.c2w[:n], cond.intr[:n], TINY_SIZE, cond.vertices, 2)
+    frustum = cm.frustum_features(volume, t_emb, cond.v_embed, cond.c2w, cond.intr, TINY_SIZE, 2)
+    concat = latent / (p.vae.config.scaling_factor if cfg.concat_unscaled else 1.0)
+    x = torch.cat([torch.cat([latents, latent, ref_latent]), concat.expand(s, -1, -1, -1)], 1)
+    expected = unet_forward(p.unet, cm, x, t_views, cond.context, frustum, s, s - n)[:n]
+    got = p.predict_noise(latents, torch.tensor(500), cond, 1.0, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    # the reference's photo moves the targets' prediction
+    same = p.prepare_conditions(rgb, cam, verts, cams, None, references=[(rgb, ref_cam)])
+    assert (p.predict_noise(latents, torch.tensor(500), same, 1.0, 2) - got).abs().max() > 1e-4
