@@ -251,3 +251,54 @@ def test_references_are_clean_views_after_the_input_view(causal):
     # the reference's photo moves the targets' prediction
     same = p.prepare_conditions(rgb, cam, verts, cams, None, references=[(rgb, ref_cam)])
     assert (p.predict_noise(latents, torch.tensor(500), same, 1.0, 2) - got).abs().max() > 1e-4
+
+
+def test_identity_descriptor_is_the_second_context_token_and_moves_the_prediction():
+    """identity_token: a face descriptor (numpy, as dlib gives it) becomes, per view, the view's
+    own token plus W·e; none found gives the same token twice; the descriptor reaches ε."""
+    p = tiny_pipeline(identity_dim=16)
+    crop, cam, verts, _ = tiny_inputs()
+    cams = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)
+    rgb = p.preprocess(crop)
+    e = np.linspace(-1.0, 1.0, 16)
+    with_face = p.prepare_conditions(rgb, cam, verts, cams, None, identity=e)
+    no_face = p.prepare_conditions(rgb, cam, verts, cams, None)
+    w = p.conditioner.identity_projection.weight.detach().double().numpy()
+    assert with_face.context.shape == (TINY_VIEWS + 1, 2, w.shape[0]) and with_face.context.dtype == torch.float32
+    torch.testing.assert_close(no_face.context[:, 1], no_face.context[:, 0])
+    torch.testing.assert_close(with_face.context[:, 0], no_face.context[:, 0])
+    expected = no_face.context[:, 0].double().numpy() + w @ e
+    np.testing.assert_allclose(with_face.context[:, 1].double().numpy(), expected, atol=1e-5)
+    latents = torch.randn(TINY_VIEWS, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    for g in (1.0, 2.0):
+        moved = p.predict_noise(latents, torch.tensor(500), with_face, g, 2)
+        assert (moved - p.predict_noise(latents, torch.tensor(500), no_face, g, 2)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_guided_prediction_with_a_reference_is_the_two_branch_combination(causal):
+    """Guidance > 1 with a further photo: ε = ε_u + g (ε_c − ε_u), both branches in one
+    unet_forward over the conditional stack and its unconditional copy (targets' latents kept,
+    the input's and reference's latents, the concatenated latent and the context zeroed),
+    with the input and reference views counted as references (causal_reference)."""
+    p = tiny_pipeline(causal_reference=causal)
+    crop, cam, verts, _ = tiny_inputs()
+    cams = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)
+    rgb = p.preprocess(crop)
+    other = p.preprocess(np.ascontiguousarray(crop[::-1]))  # another photo: the crop upside down
+    ref_cam = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)[2]
+    cond = p.prepare_conditions(rgb, cam, verts, cams, None, references=[(other, ref_cam)])
+    cm, n, s, g = p.conditioner, TINY_VIEWS, TINY_VIEWS + 2, 2.5
+    latents = torch.randn(n, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    t_views = torch.tensor([700] * n + [0, 0])
+    t_emb = cm.embed_time(t_views)
+    volume = cm.build_volume(latents, t_emb[:1], cond.v_embed[:n], cond.c2w[:n], cond.intr[:n], TINY_SIZE, cond.vertices, 2)
+    frustum = cm.frustum_features(volume, t_emb, cond.v_embed, cond.c2w, cond.intr, TINY_SIZE, 2)
+    concat = cond.input_latent / (p.vae.config.scaling_factor if cm.config.concat_unscaled else 1.0)
+    x = torch.cat([torch.cat([latents, cond.input_latent, cond.references]), concat.expand(s, -1, -1, -1)], 1)
+    x_u = torch.cat([torch.cat([latents, torch.zeros(2, 4, 8, 8)]), torch.zeros(s, 4, 8, 8)], 1)
+    both = unet_forward(p.unet, cm, torch.cat([x, x_u]), torch.cat([t_views, t_views]),
+                        torch.cat([cond.context, torch.zeros_like(cond.context)]), frustum, s, 2)
+    expected = both[s:s + n] + g * (both[:n] - both[s:s + n])
+    got = p.predict_noise(latents, torch.tensor(700), cond, g, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
