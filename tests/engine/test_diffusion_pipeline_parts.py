@@ -302,3 +302,39 @@ def test_guided_prediction_with_a_reference_is_the_two_branch_combination(causal
     expected = both[s:s + n] + g * (both[:n] - both[s:s + n])
     got = p.predict_noise(latents, torch.tensor(700), cond, g, 2)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_float_image_out_of_range_is_clamped_before_the_white_composite():
+    p = tiny_pipeline()
+    img = np.random.default_rng(0).uniform(-0.5, 1.5, (p.image_size, p.image_size, 4)).astype(np.float32)
+    c = np.clip(img, 0.0, 1.0)
+    expected = c[..., :3] * c[..., 3:] + (1.0 - c[..., 3:])  # the same size: the resize keeps it
+    np.testing.assert_allclose(p.preprocess(img)[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_view_embedding_signs_reach_the_targets_and_the_references():
+    """elevation_sign / azimuth_sign (zero123's −1 conventions) apply to the targets' and the
+    references' embeddings alike, as geometry.view_embedding computes them."""
+    crop, cam, verts, _ = tiny_inputs()
+    cams = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)
+    ref_cam = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)[1]
+    p = tiny_pipeline(elevation_sign=-1.0, azimuth_sign=-1.0)
+    rgb = p.preprocess(crop)
+    cond = p.prepare_conditions(rgb, cam, verts, cams, None, references=[(rgb, ref_cam)])
+    ref = cam.resized(TINY_SIZE, TINY_SIZE)
+    flipped = geometry.view_embedding(list(cams), ref, -1.0, -1.0)
+    assert (flipped - geometry.view_embedding(list(cams), ref)).abs().max() > 0.1  # the signs matter here
+    torch.testing.assert_close(cond.v_embed[:TINY_VIEWS], flipped.to(cond.v_embed.dtype))
+    torch.testing.assert_close(cond.v_embed[-1:], geometry.view_embedding([ref_cam], ref, -1.0, -1.0).to(cond.v_embed.dtype))
+
+
+def test_without_the_input_view_only_the_targets_run():
+    """include_input_view off: the UNet sees the targets alone (no input view, no references)."""
+    p = tiny_pipeline(include_input_view=False)
+    crop, cam, verts, _ = tiny_inputs()
+    cams = gen3dface(TINY_VIEWS).cameras(TINY_SIZE)
+    rgb = p.preprocess(crop)
+    cond = p.prepare_conditions(rgb, cam, verts, cams, None, references=[(rgb, cams[1])])
+    assert cond.c2w.shape[0] == cond.v_embed.shape[0] == TINY_VIEWS and cond.references is None
+    latents = torch.randn(TINY_VIEWS, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    assert p.predict_noise(latents, torch.tensor(500), cond, 2.0, 2).shape == latents.shape
