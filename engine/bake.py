@@ -70,8 +70,9 @@ def _texture_of(mesh) -> np.ndarray | None:
 
 
 def load_user_mesh(path: Path, with_texture: bool = False):
-    """(vertices [V, 3] run world, faces [F, 3], uvs [V, 2]) of a mesh file, + its texture
-    (float32 [H, W, 3] or None) with ``with_texture``; BadInput otherwise."""
+    """(vertices [V, 3] run world, faces [F, 3], uvs [V, 2], texture) of a mesh file; texture:
+    its base colour (float32 [H, W, 3]) with ``with_texture`` when it has one, else None;
+    BadInput otherwise."""
     import trimesh
 
     if not path.is_file():
@@ -93,9 +94,7 @@ def load_user_mesh(path: Path, with_texture: bool = False):
         v = v @ YUP_TO_WORLD.T
     if not np.isfinite(v).all() or not np.isfinite(uv).all():
         raise BadInput(path, "the mesh has non-finite coordinates", "bad_mesh")
-    if with_texture:
-        return v, faces, np.asarray(uv, np.float64), _texture_of(mesh)
-    return v, faces, np.asarray(uv, np.float64)
+    return v, faces, np.asarray(uv, np.float64), _texture_of(mesh) if with_texture else None
 
 
 def udim_tiles(uvs: np.ndarray, faces: np.ndarray) -> dict[int, np.ndarray]:
@@ -168,8 +167,8 @@ def bake_command(args, ctx: RunContext) -> dict:
         raise BadInput(None, str(exc), "bad_option") from None
     run_dir = Path(args.run_dir)
     views = _run_views(run_dir)
-    v, f, uvs, texture = load_user_mesh(Path(args.mesh), with_texture=True) if args.align == "auto" \
-        else (*load_user_mesh(Path(args.mesh)), None)  # the texture only helps find the face
+    # the texture only helps find the face on renders of the mesh
+    v, f, uvs, texture = load_user_mesh(Path(args.mesh), with_texture=args.align == "auto")
     align = {"mode": args.align}
     v_world = v
     if args.align == "auto":
