@@ -197,6 +197,10 @@ def plan(base_python: str, env_dir: str | Path, package_dir: str | Path, torch: 
         # The dependencies only, read from pyproject.toml: the add-on runs the engine from the
         # extension's own copy (client.engine_env), so nothing is built or written there.
         Step("Install the engine", (uv, "pip", "install", "--python", py, "-r", str(Path(package_dir, "pyproject.toml")))),
+        # Builds the template, its UV atlas and texel raster into the user's cache folder, so that
+        # the first run is as fast as the others (engine/warmup.py; ~30 s CPU once).
+        Step("Warm the caches", (py, "-c", f"import sys; sys.path.insert(0, {str(package_dir)!r}); "
+                                           "from engine.warmup import warm_caches; print(warm_caches())")),
         # Imports what a run needs; its last line is doctor's device report (JSON) for the preferences.
         Step("Check the engine", (py, "-c", f"import sys; sys.path.insert(0, {str(package_dir)!r}); "
                                             "import json, mediapipe, nerfacc, engine.cli; from engine.doctor "
@@ -224,6 +228,7 @@ def manual_commands(system: str, env_dir: str, package_dir: str, torch: TorchSou
         f"uv venv --python {ENGINE_PYTHON} {q(env_dir)}",
         f"uv pip install --python {q(py)} {torch_args}",
         f"uv pip install --python {q(py)} -r {q(str(Path(package_dir, 'pyproject.toml')))}",
+        f"cd {'/d ' if system == 'Windows' else ''}{q(package_dir)} && {q(py)} -m engine warmup",
         f"then set Engine Python to {py}",
     ]
 

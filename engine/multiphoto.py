@@ -112,8 +112,7 @@ def fit_prior(pres: list, run_dir: Path, config, ctx: RunContext, shared_express
     params["shared_expression"] = shared_expression
     faces = np.asarray(model.faces, dtype=np.int64)
     first = multi.fits[0]
-    # the ears are read from the input view's silhouette (when it is near-frontal)
-    vertices, params["ears"] = prior.shape_ears(model, first, pres[0][1])
+    vertices, params["ears"] = shape_ears(model, multi.fits, [p for _, p in pres])
     (folder / "params.json").write_text(json.dumps(params, indent=1))
     write_glb(folder / "head.glb", vertices, faces)
     layout = getattr(model, "uv_layout", None)
@@ -127,3 +126,38 @@ def fit_prior(pres: list, run_dir: Path, config, ctx: RunContext, shared_express
         extras.append(ExtraView(pre.crop, f.camera, np.asarray(pre.landmarks_crop, np.float64), Path(path)))
     ctx.progress(3, 3, "prior done")
     return head, extras
+
+
+def shape_ears(model, fits: list, pres: list) -> tuple[np.ndarray, dict]:
+    """The input view's head with each ear shaped by the most frontal photo that shows it.
+
+    ``prior.shape_ears`` runs on the photos in order of their head yaw (it reads ears only
+    from near-frontal ones); per side the first "fitted" record wins, else the most frontal
+    photo's record stands. The record is ``prior.shape_ears``'s with ``photo`` (the index in
+    the run's photo order) at the top and on each fitted side.
+    """
+    from . import prior
+    from .prior.ears import deform, head_angles
+
+    order = sorted((k for k, f in enumerate(fits) if not f.diverged),
+                   key=lambda k: abs(head_angles(fits[k].camera)[0]))
+    if not order:
+        return prior.shape_ears(model, fits[0], pres[0])
+    chosen, record = {}, None
+    for k in order:
+        _, rec = prior.shape_ears(model, fits[k], pres[k])
+        if record is None:
+            record = {**rec, "photo": k}
+        if rec.get("status") == "skipped":
+            return fits[0].vertices, record
+        for side in ("left", "right"):
+            if side not in chosen and rec[side]["status"] == "fitted":
+                chosen[side] = {**rec[side], "photo": k}
+        if len(chosen) == 2:
+            break
+    record.update(chosen)
+    vertices = fits[0].vertices
+    if chosen:
+        vertices = deform(vertices, model.data.vertices,
+                          {s: (r["protrusion_deg"], r["scale"]) for s, r in chosen.items()})
+    return vertices, record

@@ -219,7 +219,7 @@ def _excess(crop: np.ndarray, rows: np.ndarray, base: np.ndarray, outward: float
     return meas, beyond, rim
 
 
-def _head_angles(camera) -> tuple[float, float]:
+def head_angles(camera) -> tuple[float, float]:
     """(yaw, pitch) in degrees of the camera seen from the head (0, 0 = straight in front)."""
     d = np.asarray(camera.center, np.float64)
     yaw = math.degrees(math.atan2(d[0], -d[1]))
@@ -253,7 +253,7 @@ def fit_ears(crop: np.ndarray, landmarks: np.ndarray, vertices: np.ndarray, face
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return vertices, record
 
-    yaw, pitch = _head_angles(camera)
+    yaw, pitch = head_angles(camera)
     roll = math.degrees(math.atan2(lm[263, 1] - lm[33, 1], lm[263, 0] - lm[33, 0]))
     record["yaw_deg"], record["roll_deg"] = round(yaw, 1), round(roll, 1)
     if max(abs(yaw), abs(roll)) > config.max_yaw_deg or abs(pitch) > 2 * config.max_yaw_deg:

@@ -72,13 +72,14 @@ def test_plan_installs_uv_then_a_311_env_torch_and_the_engine(tmp_path):
                             uv=tmp_path / "tools" / "bin" / "uv", install_uv=True, tools_dir=tmp_path / "tools")
     uv, py = str(tmp_path / "tools" / "bin" / "uv"), str(env / "bin" / "python")
     assert [s.title for s in steps] == ["Install uv", "Find or fetch Python 3.11", "Install torch",
-                                        "Install the engine", "Check the engine"]
+                                        "Install the engine", "Warm the caches", "Check the engine"]
     assert steps[0].argv[:3] == ("/blender/python/bin/python3.13", "-m", "pip")
     assert steps[0].argv[-3:] == ("--target", str(tmp_path / "tools"), "uv")
     assert steps[1].argv == (uv, "venv", "--relocatable", "--python", "3.11", str(env))
     assert steps[2].argv == (uv, "pip", "install", "--python", py, "torch==2.13.0", "--index-url", CPU_INDEX)
     assert steps[3].argv == (uv, "pip", "install", "--python", py, "-r", "/ext/gen3dface/pyproject.toml")
-    assert steps[4].argv[0] == py and "device_report" in steps[4].argv[-1]
+    assert steps[4].argv[0] == py and "warm_caches()" in steps[4].argv[-1]
+    assert steps[5].argv[0] == py and "device_report" in steps[5].argv[-1]
     again = engine_env.plan("py", env, "/ext", choose_torch("", LINUX), uv="uv", install_uv=False)
     assert [s.title for s in again][0] == "Find or fetch Python 3.11"
 
@@ -90,6 +91,7 @@ def test_manual_commands_for_each_system():
     assert linux[2] == ("uv pip install --python /home/me/.config/blender/5.2/x/engine-env/bin/python "
                         f"torch==2.13.0 --index-url {CPU_INDEX}")
     assert linux[3].endswith(" -r '/ext dir/gen3dface/pyproject.toml'")
+    assert linux[4] == "cd '/ext dir/gen3dface' && /home/me/.config/blender/5.2/x/engine-env/bin/python -m engine warmup"
     win = engine_env.manual_commands("Windows", r"C:\Users\Me\AppData\Roaming\Blender Foundation\engine-env",
                                      r"C:\ext\gen3dface", choose_torch("", Hardware("Windows", nvidia=True)))
     assert win[0].startswith("py -m pip install uv")

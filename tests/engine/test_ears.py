@@ -31,14 +31,15 @@ def truth(tmp_path_factory):
     return syn.truth_head(work), work
 
 
-def _photo(truth: syn.TruthHead, left: float, right: float, path, paint: str | None = None) -> None:
-    """Render the truth head with ears at (left, right) degrees, frontally, as an RGBA cut-out."""
+def _photo(truth: syn.TruthHead, left: float, right: float, path, paint: str | None = None,
+           azimuth: float = 0.0) -> None:
+    """Render the truth head with ears at (left, right) degrees as an RGBA cut-out (frontal by default)."""
     from engine.multiview._shade import render_rgba
     from recon.cameras import orbit_camera
     from recon.raster import rasterize
 
     v = ears.deform(truth.vertices, truth.vertices, {"left": (left, 1.0), "right": (right, 1.0)})
-    cam = orbit_camera(0.0, 0.0, 0.7, 30.0, SIZE)
+    cam = orbit_camera(azimuth, 0.0, 0.7, 30.0, SIZE)
     rgba = render_rgba(v, truth.faces, truth.uvs, vertex_normals(v, truth.faces), truth.texture, cam,
                        ambient=0.45, ss=2, closed=True)
     if paint is not None:  # hair over the ear: every pixel of its faces, and a little around
@@ -108,6 +109,29 @@ def test_hair_over_an_ear_is_hidden_and_left_alone(truth, tmp_path):
     left = rest[:, 0] > 0
     assert np.abs(head.vertices[left] - fit.vertices[left]).max() < 1e-6
     assert np.abs(head.vertices[~left] - fit.vertices[~left]).max() > 1e-3  # the right ear did move
+
+
+def test_several_photos_read_the_ears_from_the_most_frontal_one(truth, tmp_path):
+    """A 45° photo first (too turned for the ears), the frontal one second: the ears come from the second."""
+    from engine import multiphoto
+
+    head_truth, _ = truth
+    _photo(head_truth, 32.0, 10.0, tmp_path / "side.png", azimuth=45.0)
+    _photo(head_truth, 32.0, 10.0, tmp_path / "front.png")
+    ctx = RunContext()
+    pres = multiphoto.preprocess_all([tmp_path / "side.png", tmp_path / "front.png"], tmp_path,
+                                     preprocess.PreprocessConfig(size=SIZE), ctx)
+    head, extras = multiphoto.fit_prior(pres, tmp_path, prior.PriorConfig(model="template"), ctx)
+    rec = json.loads((tmp_path / "prior" / "params.json").read_text())["ears"]
+    assert len(extras) == 1 and rec["photo"] == 1, rec  # the frontal photo's record
+    for side in ("left", "right"):
+        assert rec[side]["status"] == "fitted" and rec[side]["photo"] == 1, rec
+    # measured: 32.5 and 16.5° (the right ear too far out, as from one photo; README)
+    assert abs(rec["left"]["protrusion_deg"] - 32.0) <= 3.0, rec
+    assert rec["right"]["protrusion_deg"] < ears.TEMPLATE_DEG - 2.5, rec
+    # the input view's head carries them: its left ear stands further out than its right
+    x = head.vertices[:, 0]
+    assert x.max() - (-x.min()) > 0.003
 
 
 def test_bundled_portrait_keeps_the_template_ears(truth):
