@@ -53,3 +53,25 @@ def test_doctor_reports_json():
 def test_demo_has_a_default_output():
     args = build_parser().parse_args(["demo"])
     assert str(args.output) == "gen3dface-demo" and args.backend == "auto"
+
+
+def test_blas_threads_limited_before_numpy_loads_unless_the_user_set_them():
+    import os
+    import subprocess
+    import sys
+
+    from engine import cli
+
+    env = {}
+    cli.limit_blas_threads(env)
+    assert env == {"OPENBLAS_NUM_THREADS": "1"}
+    env = {"OPENBLAS_NUM_THREADS": "2"}
+    cli.limit_blas_threads(env)
+    assert env == {"OPENBLAS_NUM_THREADS": "2"}
+    # the console entry sets it while numpy is not loaded yet (the setting is read at load)
+    probe = ("import os, sys, engine.cli as c\n"
+             "c.main = lambda: print('numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS')) or 0\n"
+             "c.entry()\n")
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=clean, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "1"], out
