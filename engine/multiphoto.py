@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: The most photos one run takes (each costs ~1 s of preprocess and fit on 2 cores).
 MAX_PHOTOS = 16
+#: Why a further photo may have no face: the views users add (README "Several photos").
+NO_FACE_HINT = ("mediapipe finds faces turned up to about 75°, not profiles or the back of the head; "
+                "leave such photos out, or pass --skip-bad")
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,10 @@ def preprocess_all(photos: list[Path], run_dir: Path, config, ctx: RunContext, s
         try:
             pre = preprocess.run(path, where, config, ctx)
         except BadInput as exc:
+            if exc.code == "no_face" and len(photos) > 1:
+                exc = BadInput(exc.path, f"{exc.reason} ({NO_FACE_HINT})", exc.code)
             if not skip_bad:
-                raise
+                raise exc from None
             ctx.warn("photo_skipped", f"{exc.message}; skipped (--skip-bad)")
             continue
         out.append((path, pre))
