@@ -111,27 +111,32 @@ def test_hair_over_an_ear_is_hidden_and_left_alone(truth, tmp_path):
     assert np.abs(head.vertices[~left] - fit.vertices[~left]).max() > 1e-3  # the right ear did move
 
 
-def test_several_photos_read_the_ears_from_the_most_frontal_one(truth, tmp_path):
-    """A 45° photo first (too turned for the ears), the frontal one second: the ears come from the second."""
+def test_several_photos_read_each_ear_from_the_most_frontal_photo_that_shows_it(truth, tmp_path):
+    """A 45° photo first (too turned for the ears), one at 6° second, the frontal one third.
+
+    The 6° photo shows ears of 10/32°, the frontal one 32° on the left and hair over the right
+    ear (a made-up disagreement so that the rule shows): the left ear comes from the frontal
+    photo, the right one, hidden there, from the 6° one."""
     from engine import multiphoto
 
     head_truth, _ = truth
     _photo(head_truth, 32.0, 10.0, tmp_path / "side.png", azimuth=45.0)
-    _photo(head_truth, 32.0, 10.0, tmp_path / "front.png")
+    _photo(head_truth, 10.0, 32.0, tmp_path / "turned.png", azimuth=6.0)
+    _photo(head_truth, 32.0, 20.0, tmp_path / "front.png", paint="right")
     ctx = RunContext()
-    pres = multiphoto.preprocess_all([tmp_path / "side.png", tmp_path / "front.png"], tmp_path,
-                                     preprocess.PreprocessConfig(size=SIZE), ctx)
+    photos = [tmp_path / "side.png", tmp_path / "turned.png", tmp_path / "front.png"]
+    pres = multiphoto.preprocess_all(photos, tmp_path, preprocess.PreprocessConfig(size=SIZE), ctx)
     head, extras = multiphoto.fit_prior(pres, tmp_path, prior.PriorConfig(model="template"), ctx)
     rec = json.loads((tmp_path / "prior" / "params.json").read_text())["ears"]
-    assert len(extras) == 1 and rec["photo"] == 1, rec  # the frontal photo's record
-    for side in ("left", "right"):
-        assert rec[side]["status"] == "fitted" and rec[side]["photo"] == 1, rec
-    # measured: 32.5 and 16.5° (the right ear too far out, as from one photo; README)
+    assert len(extras) == 2 and rec["photo"] == 2, rec  # the most frontal photo's record
+    assert rec["left"]["status"] == "fitted" and rec["left"]["photo"] == 2, rec
+    assert rec["right"]["status"] == "fitted" and rec["right"]["photo"] == 1, rec
     assert abs(rec["left"]["protrusion_deg"] - 32.0) <= 3.0, rec
-    assert rec["right"]["protrusion_deg"] < ears.TEMPLATE_DEG - 2.5, rec
-    # the input view's head carries them: its left ear stands further out than its right
+    assert abs(rec["right"]["protrusion_deg"] - 32.0) <= 3.0, rec
+    # the input view's head carries both: each ear stands further out than the template's
+    rest = head_truth.vertices
     x = head.vertices[:, 0]
-    assert x.max() - (-x.min()) > 0.003
+    assert x.max() > rest[:, 0].max() + 0.002 and -x.min() > -rest[:, 0].min() + 0.002
 
 
 def test_bundled_portrait_keeps_the_template_ears(truth):
